@@ -1,0 +1,40 @@
+# siftmix — everything a fresh machine needs goes through these targets.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PIP    := $(BIN)/pip --disable-pip-version-check
+DEMO_SIZE ?= 10MB
+
+.PHONY: install demo test test-fast bench lint clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -U "pip>=25"
+	@# torch first and pinned: pip then takes the CPU wheel of this machine, not a CUDA build
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/siftmix demo-data demo/corpus --size $(DEMO_SIZE)
+	$(BIN)/siftmix run configs/demo.yaml
+	@echo ""
+	@echo "Demo run finished: runs/demo (manifests: runs/demo/*/_manifest.json)"
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not integration"
+
+bench: install
+	$(BIN)/python -m bench.run_all
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf runs demo bench/work .pytest_cache

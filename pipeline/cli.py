@@ -1,0 +1,193 @@
+"""The ``siftmix`` command line.
+
+Exit codes: 0 ok, 1 failure (a stage could not finish), 2 usage (bad arguments or config).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from .config import FORMATS, ConfigError, config_from_dict, load_config
+
+app = typer.Typer(
+    name="siftmix",
+    help="siftmix: a GPT-3-style pretraining data pipeline on Ray.\n\n"
+    "Ingest Common Crawl and curated sources, filter, deduplicate, decontaminate and mix them into "
+    "training shards. Start with `siftmix demo-data demo/corpus` and `siftmix run configs/demo.yaml`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+err_console = Console(stderr=True)
+
+
+def _log(msg: str) -> None:
+    err_console.print(msg, highlight=False, markup=False, soft_wrap=True)
+
+
+def _fail(msg: str, code: int) -> None:
+    err_console.print(f"error: {msg}", style="bold red" if err_console.is_terminal else None,
+                      highlight=False, markup=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def guarded(fn):
+    """Turn the errors a user can cause into one line and the right exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from .readers import InputError
+        from .runner import StageError
+
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as e:
+            _fail(str(e), 2)
+        except (StageError, InputError) as e:
+            _fail(str(e), 1)
+        except PermissionError as e:
+            _fail(f"permission denied: {e.filename or e}", 1)
+        except OSError as e:
+            _fail(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""), 1)
+        except KeyboardInterrupt:
+            _fail("interrupted; rerun the same command to resume (finished stages are skipped)", 130)
+
+    return wrapper
+
+
+@app.command()
+@guarded
+def run(
+    config: Annotated[Path, typer.Argument(help="run configuration (YAML)", show_default=False)],
+    force: Annotated[bool, typer.Option("--force", help="recompute stages even if finished")] = False,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="at most this many concurrent tasks per stage")] = None,
+    until: Annotated[str | None, typer.Option(help="stop after this stage")] = None,
+):
+    """Run the pipeline described by CONFIG; finished stages are skipped (resume).
+
+    Examples:
+
+        siftmix run configs/demo.yaml
+
+        siftmix run configs/gpt3.yaml --address ray://head:10001
+
+        ray job submit --working-dir . -- siftmix run configs/gpt3.yaml
+    """
+    from .runner import run_pipeline
+
+    cfg = load_config(config)
+    if until is not None and until not in cfg.stages:
+        _fail(f"--until {until!r}: not one of the configured stages ({', '.join(cfg.stages)})", 2)
+    run_pipeline(cfg, force=force, address=address, workers=workers, until=until, console=err_console, log=_log)
+    print(cfg.run_dir)
+
+
+@app.command()
+@guarded
+def ingest(
+    config: Annotated[Path | None, typer.Argument(help="run configuration (YAML); or use --input", show_default=False)] = None,
+    inputs: Annotated[list[str] | None, typer.Option("--input", "-i", help="file, folder or glob (repeatable)")] = None,
+    source: Annotated[str, typer.Option(help="source name for --input")] = "common_crawl",
+    fmt: Annotated[str, typer.Option("--format", help=f"input format for --input: {', '.join(FORMATS)}")] = "auto",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="output stage folder for --input")] = None,
+    min_chars: Annotated[int | None, typer.Option(help="reject documents shorter than this")] = None,
+    force: Annotated[bool, typer.Option("--force", help="recompute even if finished")] = False,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="at most this many concurrent tasks")] = None,
+):
+    """Ingest raw files (WET, WARC, JSONL[.gz|.zst], Parquet, .txt folders) into Parquet documents.
+
+    With CONFIG, runs the ingest stage of that run (into RUN_DIR/00_ingest). With --input, ingests
+    the given files as one source into --out.
+
+    Examples:
+
+        siftmix ingest configs/demo.yaml
+
+        siftmix ingest -i 'crawl/*.warc.wet.gz' --source common_crawl -o out/ingest
+
+        siftmix ingest -i books/ --source books1 --format txt -o out/books
+    """
+    from .ray_runner import ray_session
+    from .runner import run_ingest
+
+    if (config is None) == (not inputs):
+        _fail("give either a CONFIG file or --input (and --out)", 2)
+    if config is not None:
+        cfg = load_config(config)
+        out_dir = None
+    else:
+        if out is None:
+            _fail("--input needs --out (the output folder)", 2)
+        data = {"run_dir": str(out), "sources": [{"name": source, "paths": inputs, "format": fmt}]}
+        cfg = config_from_dict(data, base_dir=os.getcwd(), where="command line")
+        out_dir = str(Path(out).absolute())
+    if min_chars is not None:
+        cfg.ingest.min_chars = min_chars
+    with ray_session(cfg.ray, address=address, log=_log):
+        m = run_ingest(cfg, force=force, workers=workers, console=err_console, log=_log, out_dir=out_dir)
+    print(out_dir or os.path.join(cfg.run_dir, "00_ingest"))
+    return m
+
+
+@app.command("demo-data")
+@guarded
+def demo_data(
+    out: Annotated[Path, typer.Argument(help="folder to write the demo corpus into", show_default=False)],
+    size: Annotated[str, typer.Option(help="approximate total size, e.g. 10MB, 100MB, 1GB")] = "10MB",
+    seed: Annotated[int, typer.Option(help="random seed (same seed, same corpus)")] = 0,
+):
+    """Generate a realistic demo corpus: Common Crawl-like WET files, curated sources, benchmarks.
+
+    The crawl mixes good prose, spam, boilerplate and machine-like junk; near-duplicates and
+    benchmark passages are planted in it. Also writes OUT/demo.yaml, a run config for it.
+
+    Examples:
+
+        siftmix demo-data demo/corpus
+
+        siftmix demo-data /tmp/bench-corpus --size 1GB --seed 1
+    """
+    from .demo import generate, parse_size
+
+    try:
+        nbytes = parse_size(size)
+    except ValueError as e:
+        _fail(str(e), 2)
+    summary = generate(str(out), nbytes, seed=seed, log=_log)
+    _log(f"demo-data: about {nbytes / 1e6:.0f} MB of text, {summary['bytes'] / 1e6:.1f} MB on disk in "
+         f"{summary['files']} files; run config: {out / 'demo.yaml'}")
+    print(out)
+
+
+@app.command()
+@guarded
+def validate(config: Annotated[Path, typer.Argument(help="run configuration (YAML)", show_default=False)]):
+    """Check a run configuration and print it with all defaults filled in."""
+    import yaml
+
+    cfg = load_config(config)
+    print(yaml.safe_dump(cfg.model_dump(), sort_keys=False), end="")
+
+
+def main() -> None:
+    try:
+        app()
+    except SystemExit as e:  # click exits 2 on usage errors already
+        raise SystemExit(e.code) from None
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

@@ -1,0 +1,176 @@
+"""Run configuration: one YAML file, validated with pydantic.
+
+Every error a user can make in the file (unknown key, wrong type, missing input path, bad YAML)
+becomes a :class:`ConfigError` whose message is one line naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+FORMATS = ("auto", "wet", "warc", "jsonl", "parquet", "txt")
+Format = Literal["auto", "wet", "warc", "jsonl", "parquet", "txt"]
+
+#: Stages in pipeline order. Later issues add quality, dedup, decontam and mix.
+STAGE_ORDER = ("ingest",)
+
+
+class ConfigError(ValueError):
+    """A configuration problem, already formatted as one line for the user."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SourceConfig(_Strict):
+    """One input source: a name, where its files are, and how to read them."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", description="source name, e.g. common_crawl, wikipedia")
+    paths: list[str] = Field(min_length=1, description="files, folders or globs (relative to the config file)")
+    format: Format = Field("auto", description="auto detects from the file name")
+    filter: bool = Field(False, description="apply the quality filter to this source (GPT-3: Common Crawl only)")
+    text_field: str = "text"
+    id_field: str | None = Field("id", description="field holding a stable id; None derives one from file+record")
+    url_field: str | None = "url"
+
+    @field_validator("paths", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("paths")
+    @classmethod
+    def _resolve(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        base = Path((info.context or {}).get("base_dir", "."))
+        out = []
+        for p in v:
+            full = p if os.path.isabs(os.path.expanduser(p)) else str(base / p)
+            full = os.path.expanduser(full)
+            if glob.has_magic(full):
+                if not glob.glob(full, recursive=True):
+                    raise ValueError(f"no file matches {p!r}")
+            elif not os.path.exists(full):
+                raise ValueError(f"path does not exist: {p!r}")
+            out.append(os.path.abspath(full))
+        return out
+
+
+class IngestConfig(_Strict):
+    min_chars: int = Field(100, ge=0, description="documents shorter than this (after normalising) are rejected as too_short")
+    max_chars: int = Field(10_000_000, gt=0, description="documents longer than this are rejected as too_long")
+    on_bad_encoding: Literal["repair", "reject"] = Field(
+        "repair", description="invalid UTF-8: repair with U+FFFD (meta.repaired_encoding) or reject as bad_encoding"
+    )
+    html_extractor: Literal["resiliparse", "trafilatura"] = "resiliparse"
+    main_content: bool = Field(True, description="WARC HTML: keep the main content only (drop navigation, footers)")
+    keep_rejected_text: bool = Field(True, description="store the text of rejected documents in rejected/")
+    shard_max_bytes: int = Field(256 * 2**20, gt=0, description="roll over to a new output shard past this many text bytes")
+    batch_rows: int = Field(4096, gt=0, description="documents per Arrow batch inside a task")
+
+
+class RayConfig(_Strict):
+    address: str | None = Field(None, description="existing cluster (also RAY_ADDRESS); None starts a local Ray")
+    num_cpus: int | None = Field(None, gt=0, description="CPUs of the embedded local Ray (default: all)")
+    workers: int | None = Field(None, gt=0, description="at most this many concurrent tasks per stage")
+    object_store_memory: int | None = Field(None, gt=0)
+    dashboard: bool = Field(False, description="start the Ray dashboard and print its URL")
+
+
+class RunConfig(_Strict):
+    run_dir: str = "runs/siftmix"
+    seed: int = 0
+    stages: list[Literal["ingest"]] = Field(default_factory=lambda: list(STAGE_ORDER))
+    sources: list[SourceConfig] = Field(min_length=1)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    @field_validator("run_dir")
+    @classmethod
+    def _run_dir(cls, v: str, info: ValidationInfo) -> str:
+        base = Path((info.context or {}).get("base_dir", "."))
+        v = os.path.expanduser(v)
+        return os.path.abspath(v if os.path.isabs(v) else str(base / v))
+
+    @model_validator(mode="after")
+    def _unique_sources(self) -> RunConfig:
+        seen = set()
+        for s in self.sources:
+            if s.name in seen:
+                raise ValueError(f"source name {s.name!r} appears twice")
+            seen.add(s.name)
+        return self
+
+    def source(self, name: str) -> SourceConfig:
+        for s in self.sources:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+
+def _loc(loc: tuple[Any, ...], data: Any) -> str:
+    parts: list[str] = []
+    node = data
+    for item in loc:
+        if isinstance(item, int):
+            name = node[item].get("name") if isinstance(node, list) and item < len(node) and isinstance(node[item], dict) else None
+            parts[-1:] = [f"{parts[-1] if parts else ''}[{item}]" + (f"({name})" if name else "")]
+            node = node[item] if isinstance(node, list) and item < len(node) else None
+        else:
+            parts.append(str(item))
+            node = node.get(item) if isinstance(node, dict) else None
+    return ".".join(parts) or "(top level)"
+
+
+def format_validation_error(err: ValidationError, data: Any, where: str) -> str:
+    e = err.errors()[0]
+    loc = _loc(tuple(x for x in e["loc"] if not str(x).startswith("function-")), data)
+    if e["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif e["type"] == "missing":
+        msg = "required key is missing"
+    else:
+        msg = e["msg"].removeprefix("Value error, ")
+        if "input" in e and e["type"] not in ("value_error",) and not isinstance(e["input"], dict | list):
+            msg += f" (got {e['input']!r})"
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"config error in {where}: {loc}: {msg}{more}"
+
+
+def config_from_dict(data: Any, base_dir: str | os.PathLike = ".", where: str = "<config>") -> RunConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config error in {where}: the file must hold a mapping of keys (got {type(data).__name__})")
+    try:
+        return RunConfig.model_validate(data, context={"base_dir": str(base_dir)})
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, data, where)) from None
+
+
+def load_config(path: str | os.PathLike) -> RunConfig:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config error: file not found: {path}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"config error in {where}: invalid YAML: {problem}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config error in {path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    return config_from_dict(data, base_dir=p.resolve().parent, where=str(path))
+
+
+def stable_hash(obj: Any) -> str:
+    """sha256 of a canonical JSON encoding (sorted keys): the config hash of a stage."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()

@@ -1,0 +1,140 @@
+"""Ray orchestration: start or join Ray, and map pure per-shard functions over it.
+
+Stage logic never imports Ray; this module is the only place that does (with the stage
+runners in ``runner.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from .config import RayConfig
+
+QUIET_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
+    "RAY_DEDUP_LOGS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def _quiet_data_context() -> None:
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    if hasattr(ctx, "enable_operator_progress_bars"):
+        ctx.enable_operator_progress_bars = False
+    for name in ("ray.data", "ray.data._internal.execution.streaming_executor", "ray"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@contextmanager
+def ray_session(cfg: RayConfig, address: str | None = None, log: Callable[[str], None] | None = None):
+    """Use the Ray that is already initialised, join a cluster (``address``, config, or
+    ``RAY_ADDRESS``), or start a quiet local Ray on this machine."""
+    import ray
+
+    for k, v in QUIET_ENV.items():
+        os.environ.setdefault(k, v)
+    if ray.is_initialized():
+        _quiet_data_context()
+        yield
+        return
+    address = address or cfg.address or os.environ.get("RAY_ADDRESS")
+    # Runtime env for workers: quiet too, and able to import this very checkout of siftmix.
+    kwargs = dict(logging_level=logging.WARNING, log_to_driver=os.environ.get("SIFTMIX_RAY_LOGS") == "1",
+                  runtime_env={"env_vars": dict(QUIET_ENV)})
+    if address:
+        info = ray.init(address=address, **kwargs)
+    else:
+        info = ray.init(num_cpus=cfg.num_cpus, include_dashboard=cfg.dashboard,
+                        object_store_memory=cfg.object_store_memory, **kwargs)
+    _quiet_data_context()
+    if log:
+        where = f"cluster at {address}" if address else "local Ray"
+        log(f"ray: {where}, {int(ray.cluster_resources().get('CPU', 0))} CPUs")
+        url = getattr(info, "dashboard_url", None)
+        if url:
+            log(f"ray: dashboard at http://{url}")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def map_tasks(fn: Callable[[dict], dict], tasks: list[dict], *, workers: int | None = None,
+              num_cpus: float = 1, fn_kwargs: dict | None = None) -> Iterator[dict]:
+    """Run ``fn(task, **fn_kwargs) -> dict`` once per task through Ray Data, yielding results as
+    they finish (any order). ``workers`` caps concurrency; results are small dicts."""
+    import ray.data
+    from ray.data import TaskPoolStrategy
+
+    if not tasks:
+        return
+    items = [{"task": json.dumps(t)} for t in tasks]
+    fn_kwargs = fn_kwargs or {}
+
+    def _apply(batch):
+        out = []
+        for t in batch["task"]:
+            out.append(json.dumps(fn(json.loads(t), **fn_kwargs)))
+        return {"result": out}
+
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    compute = TaskPoolStrategy(size=workers) if workers else None
+    ds = ds.map_batches(_apply, batch_size=1, num_cpus=num_cpus, compute=compute, batch_format="numpy")
+    for row in ds.iter_rows():
+        yield json.loads(row["result"])
+
+
+class Progress:
+    """Stage progress: a rich bar on a terminal, plain log lines every few seconds otherwise."""
+
+    def __init__(self, label: str, total: int, total_bytes: int | None = None, unit: str = "files",
+                 console=None, enabled: bool = True):
+        self.label, self.total, self.total_bytes, self.unit = label, total, total_bytes, unit
+        self.done, self.bytes = 0, 0
+        self.t0 = self._last = time.time()
+        self.console = console
+        self._bar = None
+        self.enabled = enabled
+        if enabled and console is not None and console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress
+            from rich.progress import TextColumn, TimeElapsedColumn, TimeRemainingColumn, TransferSpeedColumn
+
+            if total_bytes:
+                cols = [TextColumn(f"{label}"), BarColumn(), TextColumn("{task.fields[files]}"),
+                        TransferSpeedColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
+            else:
+                cols = [TextColumn(f"{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
+            self._bar = RichProgress(*cols, console=console, transient=False)
+            self._task = self._bar.add_task(label, total=total_bytes or total, files=f"0/{total} {unit}")
+            self._bar.start()
+
+    def advance(self, n: int = 1, nbytes: int = 0) -> None:
+        self.done += n
+        self.bytes += nbytes
+        if self._bar is not None:
+            self._bar.update(self._task, advance=nbytes if self.total_bytes else n,
+                             files=f"{self.done}/{self.total} {self.unit}")
+        elif self.enabled and (time.time() - self._last > 5 or self.done == self.total):
+            self._last = time.time()
+            el = max(time.time() - self.t0, 1e-9)
+            rate = f", {self.bytes / el / 1e6:.1f} MB/s" if self.total_bytes else ""
+            msg = f"{self.label}: {self.done}/{self.total} {self.unit}{rate}, {el:.0f}s"
+            if self.console is not None:
+                self.console.print(msg, highlight=False)
+            else:
+                print(msg, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()

@@ -1,0 +1,3 @@
+from siftmix.pipeline.cli import main
+
+main()
