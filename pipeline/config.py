@@ -6,6 +6,7 @@ becomes a :class:`ConfigError` whose message is one line naming the file and the
 
 from __future__ import annotations
 
+import difflib
 import glob
 import hashlib
 import json
@@ -131,10 +132,16 @@ def _loc(loc: tuple[Any, ...], data: Any) -> str:
 
 
 def format_validation_error(err: ValidationError, data: Any, where: str) -> str:
-    e = err.errors()[0]
+    # an unknown key explains the other errors (a typo also makes a required key "missing")
+    errors = sorted(err.errors(), key=lambda x: x["type"] != "extra_forbidden")
+    e = errors[0]
     loc = _loc(tuple(x for x in e["loc"] if not str(x).startswith("function-")), data)
     if e["type"] == "extra_forbidden":
         msg = "unknown key"
+        known = {f for m in (RunConfig, SourceConfig, IngestConfig, RayConfig) for f in m.model_fields}
+        close = difflib.get_close_matches(str(e["loc"][-1]), sorted(known), n=1)
+        if close:
+            msg += f" (did you mean {close[0]!r}?)"
     elif e["type"] == "missing":
         msg = "required key is missing"
     else:

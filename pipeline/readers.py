@@ -235,20 +235,61 @@ def read_parquet(path: str, rel: str, src: SourceConfig, on_bad_encoding: str = 
 
 # --------------------------------------------------------------------------- WARC / WET
 
-def _warc_stream(path: str):
-    # Python's gzip raises EOFError on a truncated member; fastwarc alone stops silently.
-    return gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb")
+class _TruncationAwareStream(io.RawIOBase):
+    """A decompressing stream that ends cleanly where the file is cut and remembers why.
+
+    fastwarc alone stops silently at a truncated gzip member; Python's gzip raises EOFError,
+    which would lose the records already decompressed in the buffer. This keeps both: the
+    records before the cut, and ``self.error`` for a ``truncated_file`` row."""
+
+    def __init__(self, path: str):
+        self._fh = gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb")
+        self.error: BaseException | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def readinto(self, b) -> int:
+        if self.error is not None:
+            return 0
+        try:
+            # read1: at most one decompression step per call, so a cut file raises only after
+            # everything before the cut has been handed over
+            data = self._fh.read1(min(len(b), 1 << 16))
+            b[: len(data)] = data
+            return len(data)
+        except _TRUNCATION_ERRORS as err:
+            self.error = err
+            return 0
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
+
+
+def _warc_stream(path: str) -> _TruncationAwareStream:
+    return _TruncationAwareStream(path)
 
 
 def read_wet(path: str, rel: str, src: SourceConfig, on_bad_encoding: str = "repair") -> Iterator[Raw]:
     """Common Crawl WET: one document per ``conversion`` record (the extracted page text)."""
     from fastwarc.warc import ArchiveIterator, WarcRecordType
 
-    n = 0
+    n, cut = 0, False
     try:
         with _warc_stream(path) as fh:
             for rec in ArchiveIterator(fh, record_types=WarcRecordType.conversion, parse_http=False):
                 n += 1
+                cut = False
                 h = rec.headers
                 body = rec.reader.read()
                 rid = (rec.record_id or "").strip("<>") or derived_id(src.name, rel, rec.stream_pos)
@@ -257,13 +298,18 @@ def read_wet(path: str, rel: str, src: SourceConfig, on_bad_encoding: str = "rep
                 if lang:
                     meta["lang"] = lang
                 if len(body) < rec.content_length:
+                    cut = True
                     meta["error"] = f"record body has {len(body)} of {rec.content_length} bytes"
+                    if fh.error is not None:
+                        meta["error"] += f" ({type(fh.error).__name__}: {fh.error})"
                     yield Raw(rid, body.decode("utf-8", "replace"), h.get("WARC-Target-URI"), meta, "truncated_file")
                     continue
                 text, enc = decode_utf8(body, on_bad_encoding)
                 if enc == "repaired":
                     meta["repaired_encoding"] = True
                 yield Raw(rid, text, h.get("WARC-Target-URI"), meta, "bad_encoding" if enc == "bad_encoding" else None)
+            if fh.error is not None and not cut:
+                yield _truncation_record(src.name, rel, f"record {n}", fh.error)
     except _TRUNCATION_ERRORS as err:
         yield _truncation_record(src.name, rel, f"record {n}", err)
 
@@ -319,6 +365,8 @@ def read_warc(path: str, rel: str, src: SourceConfig, on_bad_encoding: str = "re
                     yield Raw(rid, None, url, meta, "html_extraction_failed")
                     continue
                 yield Raw(rid, text, url, meta, None)
+            if fh.error is not None:
+                yield _truncation_record(src.name, rel, f"record {n}", fh.error)
     except _TRUNCATION_ERRORS as err:
         yield _truncation_record(src.name, rel, f"record {n}", err)
 
