@@ -13,7 +13,6 @@ Writes a small but realistic corpus in the formats real users have:
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import os
 import random
@@ -201,29 +200,28 @@ def edit_words(text: str, rng: random.Random, rate: float) -> str:
 
 # ----------------------------------------------------------------------------- writers
 
-def _wet_record(writer, rec_id: str, url: str, date: str, text: str) -> None:
-    from warcio.statusandheaders import StatusAndHeaders
-
-    payload = text.encode("utf-8")
-    headers = StatusAndHeaders("", [
-        ("WARC-Type", "conversion"), ("WARC-Target-URI", url), ("WARC-Date", date),
-        ("WARC-Record-ID", f"<urn:uuid:{rec_id}>"), ("WARC-Refers-To", f"<urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, url + rec_id)}>"),
-        ("WARC-Identified-Content-Language", "eng"), ("Content-Type", "text/plain"),
-        ("Content-Length", str(len(payload))),
-    ], protocol="WARC/1.0")
-    writer.write_record(writer.create_warc_record(url, "conversion", payload=io.BytesIO(payload),
-                                                  warc_headers=headers, length=len(payload)))
+def _warc_record(headers: list[tuple[str, str]], payload: bytes) -> bytes:
+    """One WARC/1.0 record as its own gzip member (as Common Crawl writes them), mtime 0."""
+    head = "WARC/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers)
+    head += f"Content-Length: {len(payload)}\r\n\r\n"
+    return gzip.compress(head.encode() + payload + b"\r\n\r\n", mtime=0)
 
 
-def write_wet(path: str, docs: list[dict]) -> None:
-    from warcio.warcwriter import WARCWriter
-
+def write_wet(path: str, docs: list[dict], date: str = "2024-05-30T00:00:00Z") -> None:
+    """A WET file: a warcinfo record, then one ``conversion`` record per document."""
+    name = os.path.basename(path)
     with open(path, "wb") as fh:
-        w = WARCWriter(fh, gzip=True)
-        info = w.create_warcinfo_record(os.path.basename(path), {"software": "siftmix demo-data", "isPartOf": "CC-DEMO"})
-        w.write_record(info)
+        info = f"software: siftmix demo-data\r\nisPartOf: CC-DEMO\r\n".encode()
+        fh.write(_warc_record([("WARC-Type", "warcinfo"), ("WARC-Date", date), ("WARC-Filename", name),
+                               ("WARC-Record-ID", f"<urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, name)}>"),
+                               ("Content-Type", "application/warc-fields")], info))
         for d in docs:
-            _wet_record(w, d["uuid"], d["url"], d["date"], d["text"])
+            fh.write(_warc_record([
+                ("WARC-Type", "conversion"), ("WARC-Target-URI", d["url"]), ("WARC-Date", d["date"]),
+                ("WARC-Record-ID", f"<urn:uuid:{d['uuid']}>"),
+                ("WARC-Refers-To", f"<urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, d['url'] + d['uuid'])}>"),
+                ("WARC-Identified-Content-Language", "eng"), ("Content-Type", "text/plain"),
+            ], d["text"].encode("utf-8")))
 
 
 def parse_size(s: str) -> int:

@@ -117,15 +117,15 @@ def test_wet_reader_on_generated_wet(tmp_path):
     assert [r.text for r in recs] == [d["text"] for d in docs]
     assert [r.id for r in recs] == [f"urn:uuid:{d['uuid']}" for d in docs]
     assert recs[0].url == "http://e.com/0" and recs[0].meta["warc_date"] == "2024-05-20T00:00:00Z"
-    # truncated: the records before the cut survive, the cut is a rejected record
+    # truncated: the records before the cut survive, the cut is one rejected record
     blob = (tmp_path / "x.warc.wet.gz").read_bytes()
-    (tmp_path / "t.warc.wet.gz").write_bytes(blob[: len(blob) - 40])
-    recs = list(read_wet(str(tmp_path / "t.warc.wet.gz"), "t.warc.wet.gz", SRC))
-    assert [r.error for r in recs] == [None, None, "truncated_file"], recs  # the cut is in record 3
-    assert [r.text for r in recs[:2]] == [d["text"] for d in docs[:2]] and "EOFError" in recs[2].meta["error"]
-    (tmp_path / "t2.warc.wet.gz").write_bytes(blob[: len(blob) * 2 // 3])
-    recs = list(read_wet(str(tmp_path / "t2.warc.wet.gz"), "t2.warc.wet.gz", SRC))
-    assert recs[-1].error == "truncated_file" and 1 <= len(recs) <= 3
+    for cut in (10, 60, len(blob) // 2):
+        (tmp_path / "t.warc.wet.gz").write_bytes(blob[: len(blob) - cut])
+        recs = list(read_wet(str(tmp_path / "t.warc.wet.gz"), "t.warc.wet.gz", SRC))
+        good = [r for r in recs if r.error is None]
+        assert recs[-1].error == "truncated_file" and len(recs) == len(good) + 1, recs
+        assert [r.text for r in good] == [d["text"] for d in docs[: len(good)]]
+        assert "EOFError" in recs[-1].meta["error"]
 
 
 @pytest.mark.parametrize("extractor", ["resiliparse", "trafilatura"])
