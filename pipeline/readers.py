@@ -297,9 +297,10 @@ def read_wet(path: str, rel: str, src: SourceConfig, on_bad_encoding: str = "rep
                 lang = h.get("WARC-Identified-Content-Language")
                 if lang:
                     meta["lang"] = lang
-                if len(body) < rec.content_length:
+                if len(body) < rec.content_length or h.get("Content-Length") is None:
                     cut = True
-                    meta["error"] = f"record body has {len(body)} of {rec.content_length} bytes"
+                    meta["error"] = (f"record body has {len(body)} of {rec.content_length} bytes"
+                                     if h.get("Content-Length") is not None else "record header without Content-Length")
                     if fh.error is not None:
                         meta["error"] += f" ({type(fh.error).__name__}: {fh.error})"
                     yield Raw(rid, body.decode("utf-8", "replace"), h.get("WARC-Target-URI"), meta, "truncated_file")
