@@ -6,7 +6,6 @@ runners in ``runner.py``).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -70,29 +69,42 @@ def ray_session(cfg: RayConfig, address: str | None = None, log: Callable[[str],
         ray.shutdown()
 
 
+def _call(fn: Callable, task: dict, kwargs: dict) -> dict:
+    return fn(task, **kwargs)
+
+
 def map_tasks(fn: Callable[[dict], dict], tasks: list[dict], *, workers: int | None = None,
-              num_cpus: float = 1, fn_kwargs: dict | None = None) -> Iterator[dict]:
-    """Run ``fn(task, **fn_kwargs) -> dict`` once per task through Ray Data, yielding results as
-    they finish (any order). ``workers`` caps concurrency; results are small dicts."""
-    import ray.data
-    from ray.data import TaskPoolStrategy
+              num_cpus: float = 1, fn_kwargs: dict | None = None, max_retries: int = 3) -> Iterator[dict]:
+    """Run ``fn(task, **fn_kwargs) -> dict`` once per task as Ray tasks, at most ``workers`` at
+    a time (default: the cluster's CPUs), yielding the small result dicts as they finish.
+
+    Coarse tasks (one input file or shard each, seconds to minutes) are submitted directly as
+    Ray tasks rather than through a Ray Data ``map_batches``: measured here (Ray 2.60, 2 CPUs),
+    Ray Data's streaming executor ran the first tasks of such a pipeline one at a time and added
+    about a second per dataset, which cost half the throughput of a 2-core ingest. Each task
+    writes its own output shard, named from its input, so the result does not depend on the
+    order tasks run in. Tasks are retried on worker or node death (``max_retries``)."""
+    import ray
 
     if not tasks:
         return
-    items = [{"task": json.dumps(t)} for t in tasks]
-    fn_kwargs = fn_kwargs or {}
-
-    def _apply(batch):
-        out = []
-        for t in batch["task"]:
-            out.append(json.dumps(fn(json.loads(t), **fn_kwargs)))
-        return {"result": out}
-
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
-    compute = TaskPoolStrategy(size=workers) if workers else None
-    ds = ds.map_batches(_apply, batch_size=1, num_cpus=num_cpus, compute=compute, batch_format="numpy")
-    for row in ds.iter_rows():
-        yield json.loads(row["result"])
+    if workers is None:
+        workers = max(1, int(ray.cluster_resources().get("CPU", 1) // max(num_cpus, 1e-9)))
+    remote = ray.remote(num_cpus=num_cpus, max_retries=max_retries)(_call)
+    fn_ref = ray.put(fn)
+    kw_ref = ray.put(fn_kwargs or {})
+    pending: list = []
+    queue = iter(tasks)
+    for t in queue:
+        pending.append(remote.remote(fn_ref, t, kw_ref))
+        if len(pending) >= workers:
+            break
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        for t in queue:
+            pending.append(remote.remote(fn_ref, t, kw_ref))
+            break
+        yield ray.get(done[0])
 
 
 class Progress:
@@ -107,8 +119,15 @@ class Progress:
         self._bar = None
         self.enabled = enabled
         if enabled and console is not None and console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress
-            from rich.progress import TextColumn, TimeElapsedColumn, TimeRemainingColumn, TransferSpeedColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+            from rich.progress import Progress as RichProgress
 
             if total_bytes:
                 cols = [TextColumn(f"{label}"), BarColumn(), TextColumn("{task.fields[files]}"),

@@ -31,6 +31,53 @@ class Raw(NamedTuple):
     error: str | None  # reject reason, or None for a document candidate
 
 
+META_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def json_str(s: str | None) -> str:
+    """JSON literal of a short header string; the common plain case without the encoder."""
+    if s is None:
+        return "null"
+    if s.isascii() and s.isprintable() and '"' not in s and "\\" not in s:
+        return f'"{s}"'
+    return json.dumps(s, ensure_ascii=False)
+
+
+class Columns:
+    """A batch of raw records as column lists (meta already JSON): what readers of big files
+    produce directly, without a Python object per record."""
+
+    __slots__ = ("ids", "texts", "urls", "metas", "errors")
+
+    def __init__(self):
+        self.ids, self.texts, self.urls, self.metas, self.errors = [], [], [], [], []
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(self, doc_id: str, text: str | None, url: str | None, meta_json: str, error: str | None) -> None:
+        self.ids.append(doc_id)
+        self.texts.append(text)
+        self.urls.append(url)
+        self.metas.append(meta_json)
+        self.errors.append(error)
+
+    def add_raw(self, r: Raw) -> None:
+        self.add(r.id, r.text, r.url, META_JSON(r.meta), r.error)
+
+
+def columns(records: Iterator[Raw], batch_rows: int) -> Iterator[Columns]:
+    """Group a reader's records into column batches."""
+    cols = Columns()
+    for r in records:
+        cols.add_raw(r)
+        if len(cols) >= batch_rows:
+            yield cols
+            cols = Columns()
+    if len(cols):
+        yield cols
+
+
 class InputError(Exception):
     """A problem with an input file that stops the stage: one line naming file and record."""
 
@@ -235,84 +282,96 @@ def read_parquet(path: str, rel: str, src: SourceConfig, on_bad_encoding: str = 
 
 # --------------------------------------------------------------------------- WARC / WET
 
-class _TruncationAwareStream(io.RawIOBase):
-    """A decompressing stream that ends cleanly where the file is cut and remembers why.
+def _verify_gzip_members(path: str, start: int) -> BaseException | None:
+    """Decompress the gzip members from byte ``start`` to the end of the file; returns the
+    truncation error, if any (zlib.error propagates: ``start`` is not a member boundary)."""
+    with open(path, "rb") as fh:
+        if start >= os.fstat(fh.fileno()).st_size and start > 0:
+            raise zlib.error("offset past the end of the file")
+        fh.seek(start)
+        d, started = zlib.decompressobj(31), False
+        while chunk := fh.read(1 << 20):
+            while chunk:
+                started = True
+                d.decompress(chunk)
+                if d.eof:
+                    chunk, d, started = d.unused_data, zlib.decompressobj(31), False
+                else:
+                    chunk = b""
+        if started and not d.eof:
+            return EOFError("Compressed file ended before the end-of-stream marker was reached")
+    return None
 
-    fastwarc alone stops silently at a truncated gzip member; Python's gzip raises EOFError,
-    which would lose the records already decompressed in the buffer. This keeps both: the
-    records before the cut, and ``self.error`` for a ``truncated_file`` row."""
 
-    def __init__(self, path: str):
-        self._fh = gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb")
-        self.error: BaseException | None = None
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        return self._fh.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._fh.tell()
-
-    def readinto(self, b) -> int:
-        if self.error is not None:
-            return 0
+def gzip_tail_error(path: str, last_record_pos: int) -> BaseException | None:
+    """fastwarc stops silently at a truncated gzip stream. Common Crawl files hold one gzip
+    member per record, so checking from the last record's offset to the end is cheap; a file
+    that is one big member (or a bad offset) is checked whole."""
+    if not path.lower().endswith(".gz"):
+        return None
+    for start in dict.fromkeys((last_record_pos, 0)):
         try:
-            # read1: at most one decompression step per call, so a cut file raises only after
-            # everything before the cut has been handed over
-            data = self._fh.read1(min(len(b), 1 << 16))
-            b[: len(data)] = data
-            return len(data)
-        except _TRUNCATION_ERRORS as err:
-            self.error = err
-            return 0
-
-    def close(self) -> None:
-        self._fh.close()
-        super().close()
-
-
-def _warc_stream(path: str) -> _TruncationAwareStream:
-    return _TruncationAwareStream(path)
+            return _verify_gzip_members(path, start)
+        except zlib.error as err:
+            if start == 0:
+                return err
+    return None
 
 
 def read_wet(path: str, rel: str, src: SourceConfig, on_bad_encoding: str = "repair") -> Iterator[Raw]:
     """Common Crawl WET: one document per ``conversion`` record (the extracted page text)."""
+    for cols in read_wet_columns(path, rel, src, on_bad_encoding):
+        for i in range(len(cols)):
+            yield Raw(cols.ids[i], cols.texts[i], cols.urls[i], json.loads(cols.metas[i]), cols.errors[i])
+
+
+def read_wet_columns(path: str, rel: str, src: SourceConfig, on_bad_encoding: str = "repair",
+                     batch_rows: int = 4096) -> Iterator[Columns]:
+    """The WET reader proper, column batches (the hot path of a crawl ingest)."""
     from fastwarc.warc import ArchiveIterator, WarcRecordType
 
-    n, cut = 0, False
+    n, cut, pos = 0, False, 0
+    rel_json = json_str(rel)
+    cols = Columns()
     try:
-        with _warc_stream(path) as fh:
+        with open(path, "rb") as fh:
             for rec in ArchiveIterator(fh, record_types=WarcRecordType.conversion, parse_http=False):
                 n += 1
                 cut = False
-                h = rec.headers
+                pos = rec.stream_pos
+                h = rec.headers.asdict()  # one call: HeaderMap.get costs ~1 us each
                 body = rec.reader.read()
-                rid = (rec.record_id or "").strip("<>") or derived_id(src.name, rel, rec.stream_pos)
-                meta = {"file": rel, "offset": rec.stream_pos, "warc_date": h.get("WARC-Date")}
+                rid = (rec.record_id or "").strip("<>") or derived_id(src.name, rel, pos)
                 lang = h.get("WARC-Identified-Content-Language")
+                meta = f'{{"file":{rel_json},"offset":{pos},"warc_date":{json_str(h.get("WARC-Date"))}'
                 if lang:
-                    meta["lang"] = lang
-                if len(body) < rec.content_length or h.get("Content-Length") is None:
+                    meta += f',"lang":{json_str(lang)}'
+                if len(body) < rec.content_length or "Content-Length" not in h:
                     cut = True
-                    meta["error"] = (f"record body has {len(body)} of {rec.content_length} bytes"
-                                     if h.get("Content-Length") is not None else "record header without Content-Length")
-                    if fh.error is not None:
-                        meta["error"] += f" ({type(fh.error).__name__}: {fh.error})"
-                    yield Raw(rid, body.decode("utf-8", "replace"), h.get("WARC-Target-URI"), meta, "truncated_file")
-                    continue
-                text, enc = decode_utf8(body, on_bad_encoding)
-                if enc == "repaired":
-                    meta["repaired_encoding"] = True
-                yield Raw(rid, text, h.get("WARC-Target-URI"), meta, "bad_encoding" if enc == "bad_encoding" else None)
-            if fh.error is not None and not cut:
-                yield _truncation_record(src.name, rel, f"record {n}", fh.error)
+                    why = (f"record body has {len(body)} of {rec.content_length} bytes"
+                           if "Content-Length" in h else "record header without Content-Length")
+                    err = gzip_tail_error(path, pos)
+                    if err is not None:
+                        why += f" ({type(err).__name__}: {err})"
+                    cols.add(rid, body.decode("utf-8", "replace"), h.get("WARC-Target-URI"),
+                             meta + f',"error":{json.dumps(why)}}}', "truncated_file")
+                else:
+                    try:
+                        cols.add(rid, body.decode("utf-8"), h.get("WARC-Target-URI"), meta + "}", None)
+                    except UnicodeDecodeError:
+                        text, enc = decode_utf8(body, on_bad_encoding)
+                        flag = ',"repaired_encoding":true' if enc == "repaired" else ""
+                        cols.add(rid, text, h.get("WARC-Target-URI"), meta + flag + "}",
+                                 "bad_encoding" if enc == "bad_encoding" else None)
+                if len(cols) >= batch_rows:
+                    yield cols
+                    cols = Columns()
+        if not cut and (err := gzip_tail_error(path, pos)) is not None:
+            cols.add_raw(_truncation_record(src.name, rel, f"record {n}", err))
     except _TRUNCATION_ERRORS as err:
-        yield _truncation_record(src.name, rel, f"record {n}", err)
+        cols.add_raw(_truncation_record(src.name, rel, f"record {n}", err))
+    if len(cols):
+        yield cols
 
 
 def html_to_text(html: bytes, extractor: str = "resiliparse", main_content: bool = True,
@@ -335,11 +394,12 @@ def read_warc(path: str, rel: str, src: SourceConfig, on_bad_encoding: str = "re
     """Common Crawl WARC: one document per ``response`` record; HTML turned into text."""
     from fastwarc.warc import ArchiveIterator, WarcRecordType
 
-    n = 0
+    n, pos = 0, 0
     try:
-        with _warc_stream(path) as fh:
+        with open(path, "rb") as fh:
             for rec in ArchiveIterator(fh, record_types=WarcRecordType.response, parse_http=True):
                 n += 1
+                pos = rec.stream_pos
                 h = rec.headers
                 rid = (rec.record_id or "").strip("<>") or derived_id(src.name, rel, rec.stream_pos)
                 url = h.get("WARC-Target-URI")
@@ -366,8 +426,8 @@ def read_warc(path: str, rel: str, src: SourceConfig, on_bad_encoding: str = "re
                     yield Raw(rid, None, url, meta, "html_extraction_failed")
                     continue
                 yield Raw(rid, text, url, meta, None)
-            if fh.error is not None:
-                yield _truncation_record(src.name, rel, f"record {n}", fh.error)
+        if (err := gzip_tail_error(path, pos)) is not None:
+            yield _truncation_record(src.name, rel, f"record {n}", err)
     except _TRUNCATION_ERRORS as err:
         yield _truncation_record(src.name, rel, f"record {n}", err)
 

@@ -78,7 +78,7 @@ def summarize(results: list[dict]) -> dict:
 
 
 def run_ingest(cfg: RunConfig, *, force: bool = False, workers: int | None = None, console=None,
-               log: Callable[[str], None] = print, out_dir: str | None = None) -> dict:
+               log: Callable[[str], None] = print, out_dir: str | None = None, progress: bool = True) -> dict:
     out_dir = out_dir or stage_dir(cfg, "ingest")
     tasks = plan_ingest(cfg)
     chash = ingest_config_hash(cfg)
@@ -91,7 +91,7 @@ def run_ingest(cfg: RunConfig, *, force: bool = False, workers: int | None = Non
     # Biggest files first: better load balance. Output does not depend on the order.
     order = sorted(tasks, key=lambda t: -os.path.getsize(t.path))
     with stage_output(out_dir) as out:
-        progress = Progress("ingest", len(tasks), total_bytes, console=console)
+        bar = Progress("ingest", len(tasks), total_bytes, console=console, enabled=progress)
         results, fatal = [], []
         try:
             payload = [{"task": t.__dict__, "source": srcs[t.source]} for t in order]
@@ -100,9 +100,9 @@ def run_ingest(cfg: RunConfig, *, force: bool = False, workers: int | None = Non
                 results.append(r)
                 if r.get("fatal"):
                     fatal.append(r["fatal"])
-                progress.advance(1, r["bytes_in"])
+                bar.advance(1, r["bytes_in"])
         finally:
-            progress.close()
+            bar.close()
         if fatal:
             more = f" (and {len(fatal) - 1} more files)" if len(fatal) > 1 else ""
             raise StageError(f"ingest failed: {sorted(fatal)[0]}{more}")

@@ -11,7 +11,7 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, use_dictionary=["source", "reason"],
+PARQUET_OPTIONS = dict(compression="zstd", use_dictionary=["source", "reason"],
                        write_statistics=True)
 
 

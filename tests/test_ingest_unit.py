@@ -36,6 +36,14 @@ def test_normalize_batch_nfc_newlines_trim_and_reasons():
     assert kept.num_rows + rej.num_rows == len(recs)
 
 
+def test_nfc_only_touches_rows_that_need_it():
+    from siftmix.pipeline.ingest import normalize_text
+
+    texts = ["plain ascii\r\nline", "d\u00e9j\u00e0 NFC", "de\u0301ja\u0300 NFD", None, "\u201cquoted\u201d\rx"]
+    out = normalize_text(pa.array(texts, pa.large_string())).to_pylist()
+    assert out == ["plain ascii\nline", "d\u00e9j\u00e0 NFC", "d\u00e9j\u00e0 NFD", None, "\u201cquoted\u201d\nx"]
+
+
 def test_keep_rejected_text_off():
     kept, rej = normalize_batch(raw_table([Raw("b", "tiny", None, {}, None)], "web"), IngestConfig(keep_rejected_text=False))
     assert rej["text"].to_pylist() == [None] and rej["reason"].to_pylist() == ["too_short"]
@@ -126,6 +134,24 @@ def test_wet_reader_on_generated_wet(tmp_path):
         assert recs[-1].error == "truncated_file" and len(recs) == len(good) + 1, recs
         assert [r.text for r in good] == [d["text"] for d in docs[: len(good)]]
         assert "EOFError" in recs[-1].meta["error"]
+    # the whole file as a single gzip member (not one member per record), cut at the end
+    single = gzip.compress(gzip.decompress(blob), mtime=0)
+    (tmp_path / "s.warc.wet.gz").write_bytes(single)
+    assert [r.error for r in read_wet(str(tmp_path / "s.warc.wet.gz"), "s", SRC)] == [None, None, None]
+    (tmp_path / "s.warc.wet.gz").write_bytes(single[:-6])
+    assert [r.error for r in read_wet(str(tmp_path / "s.warc.wet.gz"), "s", SRC)] == [None, None, None, "truncated_file"]
+
+
+def test_real_warc_truncated(shared_data, tmp_path):
+    from siftmix.pipeline.readers import read_warc
+
+    blob = (shared_data / "cc" / "raw" / "resiliparse_tests_warcfile.CC-MAIN-2020-34.warc.gz").read_bytes()
+    (tmp_path / "w.warc.gz").write_bytes(blob)
+    full = list(read_warc(str(tmp_path / "w.warc.gz"), "w", SRC))
+    assert all(r.error != "truncated_file" for r in full) and len(full) == 16
+    (tmp_path / "w.warc.gz").write_bytes(blob[: len(blob) // 2])
+    cut = list(read_warc(str(tmp_path / "w.warc.gz"), "w", SRC))
+    assert cut[-1].error == "truncated_file" and 1 < len(cut) < len(full) + 1
 
 
 @pytest.mark.parametrize("extractor", ["resiliparse", "trafilatura"])
