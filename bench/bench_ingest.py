@@ -68,6 +68,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--size", default="200MB", help="demo corpus size to generate")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--name", default="ingest", help="result file: bench/results/NAME.json")
     args = ap.parse_args(argv)
 
     from siftmix.pipeline.config import IngestConfig, RayConfig, config_from_dict
@@ -102,6 +103,7 @@ def main(argv=None) -> dict:
 
             pure_s = best_of(pure, args.repeat)
             stage = {}
+            run_ingest(cfg, force=True, workers=2, log=lambda *_: None, progress=False)  # warm up the workers
             for workers in (1, 2):
                 def staged():
                     m = run_ingest(cfg, force=True, workers=workers, log=lambda *_: None, progress=False)
@@ -120,7 +122,8 @@ def main(argv=None) -> dict:
             }
             results["formats"][fmt] = r
             print(fmt, json.dumps(r), flush=True)
-    path = write_result("ingest", results)
+    results["command"] = "python -m bench.bench_ingest " + " ".join(argv if argv is not None else [f"--size {args.size}"])
+    path = write_result(args.name, results)
     print(f"wrote {path}")
     return results
 
