@@ -107,6 +107,32 @@ def map_tasks(fn: Callable[[dict], dict], tasks: list[dict], *, workers: int | N
         yield ray.get(done[0])
 
 
+def map_actors(actor_cls: type, ctor_kwargs: dict, tasks: list[dict], *, workers: int | None = None,
+               num_cpus: float = 1, num_gpus: float = 0) -> Iterator[dict]:
+    """Run ``actor.process(task) -> dict`` over a pool of actors, each constructed once (a model
+    loaded once per actor, never per batch or per task), yielding results as they finish.
+    Default pool size: what the cluster's CPUs (and GPUs, when asked for) allow."""
+    import ray
+    from ray.util import ActorPool
+
+    if not tasks:
+        return
+    if workers is None:
+        res = ray.cluster_resources()
+        workers = max(1, int(res.get("CPU", 1) // max(num_cpus, 1e-9)))
+        if num_gpus:
+            workers = max(1, min(workers, int(res.get("GPU", 0) // num_gpus)))
+    workers = min(workers, len(tasks))
+    remote_cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=1, max_task_retries=2)(actor_cls)
+    actors = [remote_cls.remote(**ctor_kwargs) for _ in range(workers)]
+    try:
+        pool = ActorPool(actors)
+        yield from pool.map_unordered(lambda a, t: a.process.remote(t), tasks)
+    finally:
+        for a in actors:
+            ray.kill(a)
+
+
 class Progress:
     """Stage progress: a rich bar on a terminal, plain log lines every few seconds otherwise."""
 

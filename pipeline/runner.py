@@ -3,17 +3,18 @@ commit its output with a manifest."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter, defaultdict
 from collections.abc import Callable
 
 from .config import STAGE_ORDER, IngestConfig, RunConfig, SourceConfig, stable_hash
 from .ingest import IngestTask, ingest_file
-from .ray_runner import Progress, map_tasks, ray_session
+from .ray_runner import Progress, map_actors, map_tasks, ray_session
 from .readers import source_files
-from .stage import files_fingerprint, is_finished, stage_output
+from .stage import files_fingerprint, is_finished, read_manifest, stage_output
 
-STAGE_DIRS = {"ingest": "00_ingest"}
+STAGE_DIRS = {"ingest": "00_ingest", "quality": "10_quality"}
 
 
 class StageError(RuntimeError):
@@ -47,6 +48,24 @@ def _ingest_task(task: dict, source: dict, ingest: dict, out_dir: str) -> dict:
     t = IngestTask(**task)
     stats = ingest_file(t, SourceConfig.model_construct(**source), IngestConfig(**ingest), out_dir)
     return stats.to_dict()
+
+
+def upstream(cfg: RunConfig, stage: str) -> tuple[str, dict]:
+    """The folder and manifest of a finished earlier stage, or a one-line error."""
+    d = stage_dir(cfg, stage)
+    m = read_manifest(d)
+    if m is None:
+        raise StageError(f"stage {stage!r} has not finished in {cfg.run_dir} (run `siftmix run` or `siftmix {stage}` first)")
+    return d, m
+
+
+def shard_sources(manifest: dict) -> dict[str, str]:
+    """{shard file name: source} from a stage manifest's per-file results."""
+    out = {}
+    for f in manifest.get("files", []):
+        for sh in f.get("shards", []):
+            out[sh["file"]] = f["source"]
+    return out
 
 
 def summarize(results: list[dict]) -> dict:
@@ -130,9 +149,226 @@ def _run_ingest_payload(p: dict, ingest: dict, out_dir: str) -> dict:
     return _ingest_task(p["task"], p["source"], ingest, out_dir)
 
 
+# --------------------------------------------------------------------------- quality
+
+def _quality_classes(cfg: RunConfig) -> tuple[list[str], list[str]]:
+    t = cfg.quality.train
+    names = {s.name for s in cfg.sources}
+    pos = t.positive_sources or [s.name for s in cfg.sources if not s.filter]
+    neg = t.negative_sources or [s.name for s in cfg.sources if s.filter]
+    for n in pos + neg:
+        if n not in names:
+            raise StageError(f"quality.train: unknown source {n!r} (sources: {', '.join(sorted(names))})")
+    if not pos or not neg:
+        raise StageError("quality: training needs positive sources (filter: false, the curated reference) and "
+                         "negative sources (filter: true, raw crawl); set quality.train.positive_sources / "
+                         "negative_sources or give a trained model with quality.model")
+    return pos, neg
+
+
+def _model_fingerprint(folder: str | None) -> str | None:
+    if folder is None:
+        return None
+    return files_fingerprint([os.path.join(folder, f) for f in sorted(os.listdir(folder))])
+
+
+def quality_config_hash(cfg: RunConfig, drop: bool = True) -> str:
+    return stable_hash({"stage": "quality", "drop": drop, "seed": cfg.seed, "quality": cfg.quality.model_dump(),
+                        "filter": {s.name: s.filter for s in cfg.sources},
+                        "keep_rejected_text": cfg.ingest.keep_rejected_text,
+                        "model": _model_fingerprint(cfg.quality.model)})
+
+
+def _ipc(table) -> bytes:
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _from_ipc(blob: bytes):
+    import pyarrow as pa
+
+    return pa.ipc.open_stream(blob).read_all()
+
+
+def _sample_task(task: dict, pos: list[str], neg: list[str], rates: dict, seed: int, chunk_chars: int) -> dict:
+    import pyarrow.parquet as pq
+    from siftmix.filters.quality import sample_examples
+
+    t = pq.read_table(task["path"], columns=["id", "source", "text"])
+    ex = sample_examples(t, set(pos), set(neg), {int(k): v for k, v in rates.items()}, seed, chunk_chars)
+    return {"examples": _ipc(ex), "n": ex.num_rows}
+
+
+def _train_task(task: dict) -> dict:
+    from siftmix.filters.quality import train_model
+
+    from .config import QualityConfig
+
+    examples = _from_ipc(task["examples"])
+    return train_model(examples, QualityConfig.model_validate(task["quality"]), task["seed"], task["out"], log=lambda *_: None)
+
+
+def train_quality(cfg: RunConfig, out_model_dir: str, *, workers: int | None = None, log: Callable[[str], None] = print) -> dict:
+    """Sample balanced examples from the ingest output (through Ray) and train the model (in a
+    Ray task); writes the model folder and returns its eval.json content."""
+    import pyarrow as pa
+    from siftmix.filters.quality import balance
+
+    in_dir, m_in = upstream(cfg, "ingest")
+    pos, neg = _quality_classes(cfg)
+    t = cfg.quality.train
+    by_src = m_in["counts"]["by_source"]
+
+    def expected(names):  # examples a class can give: documents plus extra chunks of long ones
+        return sum(by_src.get(n, {}).get("kept", 0) + by_src.get(n, {}).get("chars_kept", 0) // t.chunk_chars for n in names)
+
+    rates = {1: min(1.0, 1.5 * t.max_docs_per_class / max(1, expected(pos))),
+             0: min(1.0, 1.5 * t.max_docs_per_class / max(1, expected(neg)))}
+    srcs = shard_sources(m_in)
+    tasks = [{"path": os.path.join(in_dir, "data", f)} for f, s in sorted(srcs.items()) if s in pos or s in neg]
+    parts = [_from_ipc(r["examples"]) for r in map_tasks(_sample_task, tasks, workers=workers or cfg.ray.workers,
+             fn_kwargs={"pos": pos, "neg": neg, "rates": rates, "seed": cfg.seed, "chunk_chars": t.chunk_chars})]
+    examples = pa.concat_tables(parts) if parts else None
+    if examples is None or examples.num_rows == 0:
+        raise StageError("quality: no training examples (are the positive and negative sources empty?)")
+    examples = examples.sort_by("id")  # task completion order must not matter
+    examples = balance(examples, t.max_docs_per_class, cfg.seed)
+    n_pos = int(pa.compute.sum(examples["label"]).as_py())
+    log(f"quality: training {cfg.quality.scorer} on {examples.num_rows} examples ({n_pos} reference from "
+        f"{', '.join(pos)}; {examples.num_rows - n_pos} crawl from {', '.join(neg)})")
+    try:
+        (result,) = list(map_tasks(_train_task, [{"examples": _ipc(examples), "quality": cfg.quality.model_dump(),
+                                                   "seed": cfg.seed, "out": out_model_dir}],
+                                   num_cpus=cfg.quality.fasttext.threads))
+    except Exception as err:  # a training failure is one line, not a Ray traceback
+        cause = getattr(err, "cause", None) or err
+        raise StageError(f"quality: training failed: {type(cause).__name__}: {str(cause).splitlines()[0]}") from None
+    ev = result["heldout"][cfg.quality.scorer]
+    log(f"quality: held-out ROC AUC {ev['roc_auc']:.3f}, accuracy {ev['accuracy']:.3f} at 0.5 "
+        f"({ev['n']} examples); expected keep rate crawl {ev['expected_keep_rate']['negative']:.3f}, "
+        f"reference {ev['expected_keep_rate']['positive']:.3f}")
+    return result
+
+
+class _QualityActor:
+    """One per worker: the model is loaded once, then whole shards go through it."""
+
+    def __init__(self, model_dir: str, scorer: str, quality: dict, seed: int, out_dir: str, drop: bool,
+                 keep_text: bool, max_bytes: int, threads: int = 1):
+        import torch
+        from siftmix.filters.quality import QualityModel
+
+        from .config import QualityConfig
+
+        torch.set_num_threads(max(1, threads))
+        self.model = QualityModel(model_dir, scorer)
+        self.cfg = QualityConfig.model_validate({**quality, "model": None})
+        self.kw = dict(seed=seed, drop=drop, keep_text=keep_text, max_bytes=max_bytes)
+        self.out_dir = out_dir
+
+    def process(self, task: dict) -> dict:
+        from siftmix.filters.quality import filter_shard
+
+        try:
+            return filter_shard(task["path"], self.out_dir, self.model, self.cfg, filtered=task["filtered"], **self.kw)
+        except Exception as err:
+            return {"fatal": f"{task['path']}: {type(err).__name__}: {err}", "file": os.path.basename(task["path"]),
+                    "source": task["source"]}
+
+    def device(self) -> str:
+        return self.model.device
+
+
+def run_quality(cfg: RunConfig, *, force: bool = False, workers: int | None = None, console=None,
+                log: Callable[[str], None] = print, progress: bool = True, drop: bool = True,
+                out_dir: str | None = None) -> dict:
+    """The quality stage: train (or reuse) the model, score the filtered sources through an
+    actor pool, keep by the GPT-3 Pareto rule; other sources pass through."""
+    import shutil
+
+    import numpy as np
+
+    name = "quality" if drop else "quality_score"
+    out_dir = out_dir or stage_dir(cfg, "quality") + ("" if drop else "_scored")
+    in_dir, m_in = upstream(cfg, "ingest")
+    chash, fp = quality_config_hash(cfg, drop), m_in["output_fingerprint"]
+    if not force and (m := is_finished(out_dir, chash, fp)):
+        log(f"{name}: finished earlier, skipped ({m['counts']['kept']} documents in {out_dir})")
+        return m
+    q = cfg.quality
+    filtered = {s.name for s in cfg.sources if s.filter}
+    srcs = shard_sources(m_in)
+    with stage_output(out_dir) as out:
+        model_dir = out.path("model")
+        if q.model:
+            shutil.copytree(q.model, model_dir)
+            log(f"{name}: using the trained model in {q.model}")
+        else:
+            train_quality(cfg, model_dir, workers=workers, log=log)
+        if os.path.exists(os.path.join(model_dir, "eval.json")):
+            shutil.copy(os.path.join(model_dir, "eval.json"), out.path("eval.json"))
+        tasks = [{"path": os.path.join(in_dir, "data", f), "source": s, "filtered": s in filtered}
+                 for f, s in sorted(srcs.items())]
+        uses_embedding = q.scorer in ("embedding", "both")
+        num_gpus = q.embedding.num_gpus if uses_embedding else 0
+        actor_kw = dict(model_dir=model_dir, scorer=q.scorer, quality=q.model_dump(), seed=cfg.seed,
+                        out_dir=out.tmp, drop=drop, keep_text=cfg.ingest.keep_rejected_text,
+                        max_bytes=cfg.ingest.shard_max_bytes)
+        bar = Progress(name, len(tasks), sum(os.path.getsize(t["path"]) for t in tasks), unit="shards",
+                       console=console, enabled=progress)
+        results, fatal = [], []
+        size = {t["path"]: os.path.getsize(t["path"]) for t in tasks}
+        try:
+            order = sorted(tasks, key=lambda t: (not t["filtered"], -size[t["path"]]))
+            for r in map_actors(_QualityActor, actor_kw, order, workers=workers or cfg.ray.workers, num_gpus=num_gpus):
+                results.append(r)
+                if r.get("fatal"):
+                    fatal.append(r["fatal"])
+                bar.advance(1, size.get(os.path.join(in_dir, "data", r["file"]), 0))
+        finally:
+            bar.close()
+        if fatal:
+            raise StageError(f"{name} failed: {sorted(fatal)[0]}" + (f" (and {len(fatal) - 1} more)" if len(fatal) > 1 else ""))
+        results.sort(key=lambda r: r["file"])
+        counts = summarize(results)
+        if counts["in"] != counts["kept"] + counts["rejected"] or counts["in"] != m_in["counts"]["kept"]:
+            raise StageError(f"{name}: counts do not add up ({m_in['counts']['kept']} from ingest, {counts['in']} in, "
+                             f"{counts['kept']} kept, {counts['rejected']} rejected)")
+        hist = {}
+        for r in results:
+            if r["source"] in filtered:
+                h = hist.setdefault(r["source"], {"kept": np.zeros(20, int), "rejected": np.zeros(20, int)})
+                h["kept"] += np.asarray(r["hist_kept"])
+                h["rejected"] += np.asarray(r["hist_rejected"])
+        ev = None
+        if os.path.exists(out.path("eval.json")):
+            with open(out.path("eval.json"), encoding="utf-8") as fh:
+                ev = json.load(fh)
+        manifest = out.commit({
+            "stage": name, "config_hash": chash, "input_fingerprint": fp,
+            "config": {"quality": q.model_dump(), "seed": cfg.seed, "filtered_sources": sorted(filtered)},
+            "counts": counts,
+            "score_histograms": {"edges": np.linspace(0, 1, 21).round(2).tolist(),
+                                 **{s: {k: v.tolist() for k, v in h.items()} for s, h in sorted(hist.items())}},
+            "eval": ev and {k: {m: v[m] for m in ("roc_auc", "accuracy", "precision", "recall", "expected_keep_rate")}
+                            for k, v in ev["heldout"].items()},
+            "model": {"scorer": q.scorer, "reused_from": q.model, "num_gpus_per_actor": num_gpus},
+            "files": [{k: v for k, v in r.items() if not k.startswith("hist_")} for r in results],
+        })
+    rates = ", ".join(f"{s} {c['kept']}/{c['in']}" for s, c in counts["by_source"].items() if s in filtered)
+    log(f"{name}: {counts['in']} documents -> {counts['kept']} kept, {counts['rejected']} rejected "
+        f"({', '.join(f'{k} {v}' for k, v in counts['rejected_by_reason'].items()) or 'none'}); "
+        f"filtered sources kept: {rates or 'none'}; {manifest['timings']['wall_s']:.1f}s")
+    return manifest
+
+
 # --------------------------------------------------------------------------- whole run
 
-STAGE_RUNNERS = {"ingest": run_ingest}
+STAGE_RUNNERS = {"ingest": run_ingest, "quality": run_quality}
 
 
 def run_pipeline(cfg: RunConfig, *, force: bool = False, address: str | None = None, workers: int | None = None,

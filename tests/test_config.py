@@ -28,7 +28,7 @@ def test_good_config_resolves_paths_relative_to_file(tmp_path):
     assert cfg.run_dir == str(tmp_path / "out")
     assert cfg.sources[0].paths == [str(tmp_path / "data" / "*.jsonl")]
     assert cfg.sources[0].format == "auto" and cfg.sources[0].filter is False
-    assert cfg.ingest.min_chars == 100 and cfg.stages == ["ingest"]
+    assert cfg.ingest.min_chars == 100 and cfg.stages == ["ingest", "quality"]
 
 
 @pytest.mark.parametrize(
