@@ -141,6 +141,115 @@ def ingest(
     return m
 
 
+quality_app = typer.Typer(
+    help="The quality filter: train a classifier (reference vs crawl), score, filter (GPT-3 appendix A).",
+    no_args_is_help=True, rich_markup_mode="markdown")
+app.add_typer(quality_app, name="quality")
+
+
+def _quality_cfg(config: Path, model: Path | None, scorer: str | None):
+    if scorer is not None and scorer not in ("fasttext", "embedding", "both"):
+        _fail(f"--scorer {scorer!r}: use fasttext, embedding or both", 2)
+    cfg = load_config(config)
+    if model is not None:
+        data = {**cfg.quality.model_dump(), "model": str(model.absolute())}
+        if scorer:
+            data["scorer"] = scorer
+        cfg.quality = config_from_dict({"sources": [s.model_dump() for s in cfg.sources], "quality": data,
+                                        "run_dir": cfg.run_dir}, where=f"--model {model}").quality
+    elif scorer:
+        cfg.quality.scorer = scorer
+    return cfg
+
+
+@quality_app.command("train")
+@guarded
+def quality_train(
+    config: Annotated[Path, typer.Argument(help="run configuration (YAML)", show_default=False)],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="model folder (default RUN_DIR/quality-model)")] = None,
+    scorer: Annotated[str | None, typer.Option(help="fasttext, embedding or both (default: the config's)")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="at most this many concurrent tasks")] = None,
+):
+    """Train the quality classifier: curated sources (filter: false) against raw crawl (filter: true).
+
+    Ingests first if needed. Writes model.bin, quality_model.json and eval.json (held-out ROC AUC,
+    accuracy, precision/recall, score histograms) into the model folder.
+
+    Examples:
+
+        siftmix quality train configs/demo.yaml
+
+        siftmix quality train configs/gpt3.yaml --scorer both -o models/gpt3-quality
+    """
+    from .ray_runner import ray_session
+    from .runner import run_ingest, train_quality
+
+    cfg = _quality_cfg(config, None, scorer)
+    out_dir = str((out or Path(cfg.run_dir) / "quality-model").absolute())
+    with ray_session(cfg.ray, address=address, log=_log):
+        run_ingest(cfg, workers=workers, console=err_console, log=_log)
+        train_quality(cfg, out_dir, workers=workers, log=_log)
+    print(out_dir)
+
+
+def _quality_run(config: Path, model: Path | None, scorer: str | None, force: bool, address: str | None,
+                 workers: int | None, drop: bool) -> None:
+    from .ray_runner import ray_session
+    from .runner import run_ingest, run_quality, stage_dir
+
+    cfg = _quality_cfg(config, model, scorer)
+    with ray_session(cfg.ray, address=address, log=_log):
+        run_ingest(cfg, workers=workers, console=err_console, log=_log)
+        run_quality(cfg, force=force, workers=workers, console=err_console, log=_log, drop=drop)
+    print(stage_dir(cfg, "quality") + ("" if drop else "_scored"))
+
+
+@quality_app.command("filter")
+@guarded
+def quality_filter(
+    config: Annotated[Path, typer.Argument(help="run configuration (YAML)", show_default=False)],
+    model: Annotated[Path | None, typer.Option(help="a trained model folder (default: train one)")] = None,
+    scorer: Annotated[str | None, typer.Option(help="fasttext, embedding or both")] = None,
+    force: Annotated[bool, typer.Option("--force", help="recompute even if finished")] = False,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="at most this many concurrent actors")] = None,
+):
+    """Score the filtered sources and keep documents by the GPT-3 rule (the `quality` stage of a run).
+
+    Writes RUN_DIR/10_quality: documents with quality_score, rejected/ (reason quality or
+    heuristic:<rule>, with the score), eval.json, the model, and the manifest.
+
+    Examples:
+
+        siftmix quality filter configs/demo.yaml
+
+        siftmix quality filter configs/gpt3.yaml --model models/gpt3-quality
+    """
+    _quality_run(config, model, scorer, force, address, workers, drop=True)
+
+
+@quality_app.command("score")
+@guarded
+def quality_score(
+    config: Annotated[Path, typer.Argument(help="run configuration (YAML)", show_default=False)],
+    model: Annotated[Path | None, typer.Option(help="a trained model folder (default: train one)")] = None,
+    scorer: Annotated[str | None, typer.Option(help="fasttext, embedding or both")] = None,
+    force: Annotated[bool, typer.Option("--force", help="recompute even if finished")] = False,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="at most this many concurrent actors")] = None,
+):
+    """Add quality_score to every document of the filtered sources, dropping nothing.
+
+    Writes RUN_DIR/10_quality_scored (same layout as the filter stage, nothing rejected).
+
+    Examples:
+
+        siftmix quality score configs/demo.yaml --model runs/demo/10_quality/model
+    """
+    _quality_run(config, model, scorer, force, address, workers, drop=False)
+
+
 @app.command("demo-data")
 @guarded
 def demo_data(

@@ -24,7 +24,6 @@ def shared_data() -> Path:
 def ray_local():
     """One local Ray for the whole test session (ray.init costs 6-8 s)."""
     import ray
-
     from siftmix.pipeline.config import RayConfig
     from siftmix.pipeline.ray_runner import ray_session
 

@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
 from siftmix.pipeline.demo import generate, parse_size
 

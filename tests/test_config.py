@@ -2,7 +2,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, run_cli
 from siftmix.pipeline.config import ConfigError, config_from_dict, load_config
 

@@ -7,7 +7,6 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-
 from badinput import EXPECTED_REJECTS, expected_kept, make_bad_inputs
 from conftest import parquet_bytes, run_cli
 from siftmix.pipeline.config import config_from_dict

@@ -7,11 +7,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
-
 from badinput import EXPECTED_REJECTS, expected_kept, make_bad_inputs
 from siftmix.pipeline.config import IngestConfig, SourceConfig
 from siftmix.pipeline.ingest import IngestTask, ingest_file, normalize_batch, raw_table
-from siftmix.pipeline.readers import Raw, derived_id, detect_format, read_jsonl, read_parquet, read_txt, read_wet, source_files
+from siftmix.pipeline.readers import (
+    Raw,
+    derived_id,
+    detect_format,
+    read_jsonl,
+    read_parquet,
+    read_txt,
+    read_wet,
+    source_files,
+)
 from siftmix.pipeline.schema import DOC_SCHEMA, REJECTED_SCHEMA
 from siftmix.pipeline.shards import read_shards
 

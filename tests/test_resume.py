@@ -5,12 +5,10 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-
 from conftest import SIFTMIX, parquet_bytes
 from siftmix.pipeline.config import config_from_dict
 from siftmix.pipeline.runner import run_ingest
