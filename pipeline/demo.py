@@ -211,7 +211,7 @@ def write_wet(path: str, docs: list[dict], date: str = "2024-05-30T00:00:00Z") -
     """A WET file: a warcinfo record, then one ``conversion`` record per document."""
     name = os.path.basename(path)
     with open(path, "wb") as fh:
-        info = "software: siftmix demo-data\r\nisPartOf: CC-DEMO\r\n".encode()
+        info = b"software: siftmix demo-data\r\nisPartOf: CC-DEMO\r\n"
         fh.write(_warc_record([("WARC-Type", "warcinfo"), ("WARC-Date", date), ("WARC-Filename", name),
                                ("WARC-Record-ID", f"<urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, name)}>"),
                                ("Content-Type", "application/warc-fields")], info))

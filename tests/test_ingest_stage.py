@@ -42,7 +42,7 @@ def test_real_common_crawl_files(ray_local, shared_data, tmp_path):
     cfg = _cfg(tmp_path, [{"name": "cc_warc", "paths": [str(p) for p in warcs], "format": "warc"},
                           {"name": "cc_wet", "paths": [str(wet)], "format": "wet"}], min_chars=1)
     runs = []
-    for attempt in range(2):
+    for _attempt in range(2):
         m = run_ingest(cfg, force=True, log=_quiet)
         c = m["counts"]
         assert c["by_source"]["cc_warc"]["in"] == n_resp

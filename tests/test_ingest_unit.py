@@ -78,7 +78,7 @@ def test_jsonl_compressions_and_derived_ids(tmp_path):
 
 
 def test_txt_is_one_document(tmp_path):
-    (tmp_path / "book.txt").write_bytes("Chapter 1\r\nIt was a dark night.\n".encode())
+    (tmp_path / "book.txt").write_bytes(b"Chapter 1\r\nIt was a dark night.\n")
     (r,) = read_txt(str(tmp_path / "book.txt"), "book.txt", SRC)
     assert r.text.startswith("Chapter 1") and r.meta["title"] == "book" and r.error is None
 
