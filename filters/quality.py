@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -85,7 +86,12 @@ def load_sentence_model(path: str | None, max_seq_length: int = 256, device: str
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     import torch
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
     from sentence_transformers import SentenceTransformer
 
     path = path or default_embedding_model()
@@ -133,7 +139,8 @@ def similarity(emb: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 class QualityModel:
     """A trained quality model: ``score(texts) -> P(high quality)`` (float32)."""
 
-    def __init__(self, folder: str, scorer: str | None = None, device: str | None = None):
+    def __init__(self, folder: str, scorer: str | None = None, device: str | None = None,
+                 embedding_model: str | None = None):
         with open(os.path.join(folder, MODEL_JSON), encoding="utf-8") as fh:
             self.meta = json.load(fh)
         self.folder = folder
@@ -151,7 +158,7 @@ class QualityModel:
         if self.scorer in ("embedding", "both"):
             emb = self.meta["embedding"]
             self.centroids = np.load(os.path.join(folder, "centroids.npy"))
-            self._st = load_sentence_model(emb["model"], emb["max_seq_length"], device)
+            self._st = load_sentence_model(embedding_model or emb["model"], emb["max_seq_length"], device)
             self._batch = emb["batch_size"]
 
     @property
@@ -160,9 +167,10 @@ class QualityModel:
 
     def fasttext_scores(self, text: pa.Array) -> np.ndarray:
         lines = preprocess(text, self.max_chars).to_pylist()
-        labels, probs = self._ft.predict(lines, k=2)
-        return np.fromiter((p[0] if lab[0] == HQ else 1.0 - p[0] for lab, p in zip(labels, probs)),
-                           dtype=np.float64, count=len(lines))
+        labels, probs = self._ft.predict(lines, k=1)
+        p = np.fromiter((q[0] for q in probs), dtype=np.float64, count=len(lines))
+        is_hq = np.fromiter((lab[0] == HQ for lab in labels), dtype=bool, count=len(lines))
+        return np.where(is_hq, p, 1.0 - p)
 
     def similarities(self, text: pa.Array) -> np.ndarray:
         if isinstance(text, pa.ChunkedArray):
@@ -335,6 +343,7 @@ def filter_shard(path: str, out_dir: str, model: QualityModel | None, cfg, seed:
     stats = {"file": os.path.basename(path), "source": None, "docs_in": 0, "kept": 0, "rejected": Counter(),
              "bytes_in": 0, "chars_kept": 0, "bytes_kept": 0,
              "hist_kept": np.zeros(20, np.int64), "hist_rejected": np.zeros(20, np.int64)}
+    t0 = time.perf_counter()
     for batch in pf.iter_batches(batch_size=cfg.batch_rows, columns=["id", "source", "text", "url", "meta"]):
         t = pa.Table.from_batches([batch])
         if stats["source"] is None and t.num_rows:
@@ -353,6 +362,7 @@ def filter_shard(path: str, out_dir: str, model: QualityModel | None, cfg, seed:
         rej.write(rejected)
     stats["shards"] = data.close()
     stats["rejected_shards"] = rej.close()
+    stats["wall_s"] = round(time.perf_counter() - t0, 4)
     stats["rejected"] = dict(sorted(stats["rejected"].items()))
     stats["hist_kept"] = stats["hist_kept"].tolist()
     stats["hist_rejected"] = stats["hist_rejected"].tolist()

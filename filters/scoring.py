@@ -14,16 +14,13 @@ HQ, LQ = "__label__hq", "__label__lq"
 # --------------------------------------------------------------------------- text
 
 def preprocess(text: pa.Array | pa.ChunkedArray, max_chars: int = 20_000) -> pa.Array:
-    """The one text preprocessing used at train and predict time (vectorised): first
-    ``max_chars`` characters, lowercase, punctuation split off words, whitespace (newlines
-    included: fastText reads one example per line) collapsed to single spaces."""
+    """The one text preprocessing used at train and predict time (vectorised), as GPT-3's Spark
+    Tokenizer did: lowercase, split on whitespace. Newlines become spaces (fastText reads one
+    example per line); only the first ``max_chars`` characters are read."""
     if isinstance(text, pa.ChunkedArray):
         text = text.combine_chunks()
-    t = pc.utf8_slice_codeunits(pc.fill_null(text, ""), 0, max_chars)
-    t = pc.utf8_lower(t)
-    t = pc.replace_substring_regex(t, r"([.,!?;:()\[\]{}\"'«»“”‘’/\\|<>*#@&%$+=~^_-])", r" \1 ")
-    t = pc.replace_substring_regex(t, r"\s+", " ")
-    return pc.utf8_trim_whitespace(t)
+    t = pc.utf8_lower(pc.utf8_slice_codeunits(pc.fill_null(text, ""), 0, max_chars))
+    return pc.replace_substring(pc.replace_substring(t, "\n", " "), "\r", " ")
 
 
 # --------------------------------------------------------------------------- hashing

@@ -259,12 +259,14 @@ class _QualityActor:
 
     def __init__(self, model_dir: str, scorer: str, quality: dict, seed: int, out_dir: str, drop: bool,
                  keep_text: bool, max_bytes: int, threads: int = 1):
-        import torch
         from siftmix.filters.quality import QualityModel
 
         from .config import QualityConfig
 
-        torch.set_num_threads(max(1, threads))
+        if scorer in ("embedding", "both"):  # torch costs ~1 s to import: only when used
+            import torch
+
+            torch.set_num_threads(max(1, threads))
         self.model = QualityModel(model_dir, scorer)
         self.cfg = QualityConfig.model_validate({**quality, "model": None})
         self.kw = dict(seed=seed, drop=drop, keep_text=keep_text, max_bytes=max_bytes)
