@@ -33,7 +33,6 @@ def _quiet(*a, **k):
 
 def dclm() -> dict:
     import pyarrow as pa
-
     from siftmix.filters.quality import QualityModel
     from siftmix.filters.scoring import roc_auc
     from siftmix.pipeline.config import config_from_dict
@@ -75,7 +74,6 @@ def speed(n_fasttext_mb: str = "60MB", n_embed_docs: int = 400) -> dict:
     import fasttext
     import pyarrow as pa
     import torch
-
     from siftmix.filters.quality import load_sentence_model
     from siftmix.pipeline.config import config_from_dict
     from siftmix.pipeline.demo import generate, parse_size

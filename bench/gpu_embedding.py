@@ -30,11 +30,9 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     args = ap.parse_args()
     os.environ["HF_HUB_OFFLINE"] = "1"
-    import pyarrow as pa
     import pyarrow.parquet as pq
     import torch
     from sentence_transformers import SentenceTransformer
-
     from siftmix.filters.quality import QualityModel
 
     texts_arr = pq.read_table(args.texts)["text"].combine_chunks().slice(0, args.docs)

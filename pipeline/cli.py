@@ -46,6 +46,7 @@ def guarded(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from .ray_runner import TaskError
         from .readers import InputError
         from .runner import StageError
 
@@ -53,7 +54,7 @@ def guarded(fn):
             return fn(*args, **kwargs)
         except ConfigError as e:
             _fail(str(e), 2)
-        except (StageError, InputError) as e:
+        except (StageError, InputError, TaskError) as e:
             _fail(str(e), 1)
         except PermissionError as e:
             _fail(f"permission denied: {e.filename or e}", 1)
@@ -248,6 +249,41 @@ def quality_score(
         siftmix quality score configs/demo.yaml --model runs/demo/10_quality/model
     """
     _quality_run(config, model, scorer, force, address, workers, drop=False)
+
+
+@app.command()
+@guarded
+def mix(
+    config: Annotated[Path, typer.Argument(help="run configuration (YAML)", show_default=False)],
+    force: Annotated[bool, typer.Option("--force", help="recompute even if finished")] = False,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="at most this many concurrent tasks")] = None,
+):
+    """Mix the output of the previous stage into training shards by token weights (GPT-3 Table 2.2).
+
+    Counts GPT-2 tokens, plans epochs per source (printed and written to plan.json before any
+    data moves), samples deterministically, shuffles across sources and writes
+    RUN_DIR/40_mix/shards/*.parquet (+ .bin token ids and .idx.npy offsets).
+
+    Examples:
+
+        siftmix mix configs/demo.yaml
+
+        siftmix mix configs/gpt3.yaml --workers 64
+    """
+    from .ray_runner import ray_session
+    from .runner import STAGE_RUNNERS, stage_dir
+
+    cfg = load_config(config)
+    if "mix" not in cfg.stages:
+        cfg.stages = [*cfg.stages, "mix"]
+    with ray_session(cfg.ray, address=address, log=_log):
+        for stage in cfg.stages:
+            if stage == "mix":
+                break
+            STAGE_RUNNERS[stage](cfg, workers=workers, console=err_console, log=_log)  # skipped if finished
+        STAGE_RUNNERS["mix"](cfg, force=force, workers=workers, console=err_console, log=_log)
+    print(stage_dir(cfg, "mix"))
 
 
 @app.command("demo-data")

@@ -29,7 +29,7 @@ FORMATS = ("auto", "wet", "warc", "jsonl", "parquet", "txt")
 Format = Literal["auto", "wet", "warc", "jsonl", "parquet", "txt"]
 
 #: Stages in pipeline order. Later issues add dedup, decontam and mix.
-STAGE_ORDER = ("ingest", "quality")
+STAGE_ORDER = ("ingest", "quality", "mix")
 
 
 class ConfigError(ValueError):
@@ -159,6 +159,38 @@ class QualityConfig(_Strict):
         return full
 
 
+GPT3_WEIGHTS = {"common_crawl": 0.60, "webtext2": 0.22, "books1": 0.08, "books2": 0.08, "wikipedia": 0.02}
+
+
+class MixConfig(_Strict):
+    """Token-weighted mixture (GPT-3 Table 2.2; weights are shares of training tokens)."""
+
+    weights: dict[str, float] = Field(default_factory=lambda: dict(GPT3_WEIGHTS))
+    total_tokens: int | None = Field(None, gt=0, description="tokens in the mix; default: the most that no source's epoch cap forbids")
+    max_epochs: float | dict[str, float] = Field(10.0, description="cap on epochs per source (one number, or per source)")
+    tokenizer: str = Field("gpt2", description="gpt2 (offline GPT-2 BPE, as GPT-3) or a tokenizer.json file")
+    split_chars: int = Field(8192, gt=100, description="documents longer than this are mixed in pieces (cut at whitespace)")
+    shard_tokens: int = Field(50_000_000, gt=0, description="tokens per output shard (a shard ends at a document boundary)")
+    tokenized: bool = Field(True, description="also write token ids (.bin, uint16) with document offsets (.idx.npy)")
+    partition_bytes: int = Field(256 * 2**20, gt=0, description="bytes of text per shuffle partition (held in one task)")
+
+    @field_validator("tokenizer")
+    @classmethod
+    def _tok(cls, v: str, info: ValidationInfo) -> str:
+        if v == "gpt2":
+            return v
+        base = Path((info.context or {}).get("base_dir", "."))
+        full = os.path.abspath(v if os.path.isabs(v) else str(base / v))
+        if not os.path.isfile(full):
+            raise ValueError(f"not 'gpt2' and no such tokenizer file: {v!r}")
+        return full
+
+    def epoch_cap(self, source: str) -> float:
+        if isinstance(self.max_epochs, dict):
+            return float(self.max_epochs.get(source, self.max_epochs.get("default", 10.0)))
+        return float(self.max_epochs)
+
+
 class RayConfig(_Strict):
     address: str | None = Field(None, description="existing cluster (also RAY_ADDRESS); None starts a local Ray")
     num_cpus: int | None = Field(None, gt=0, description="CPUs of the embedded local Ray (default: all)")
@@ -170,10 +202,11 @@ class RayConfig(_Strict):
 class RunConfig(_Strict):
     run_dir: str = "runs/siftmix"
     seed: int = 0
-    stages: list[Literal["ingest", "quality"]] = Field(default_factory=lambda: list(STAGE_ORDER))
+    stages: list[Literal["ingest", "quality", "mix"]] = Field(default_factory=lambda: list(STAGE_ORDER))
     sources: list[SourceConfig] = Field(min_length=1)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
+    mix: MixConfig = Field(default_factory=MixConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
 
     @field_validator("run_dir")

@@ -69,6 +69,16 @@ def ray_session(cfg: RayConfig, address: str | None = None, log: Callable[[str],
         ray.shutdown()
 
 
+class TaskError(RuntimeError):
+    """A Ray task raised: the message is one line naming the task's input and the cause."""
+
+
+def _one_line(err: BaseException) -> str:
+    cause = getattr(err, "cause", None) or err
+    msg = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {msg[-1] if msg else ''}"
+
+
 def _call(fn: Callable, task: dict, kwargs: dict) -> dict:
     return fn(task, **kwargs)
 
@@ -104,7 +114,12 @@ def map_tasks(fn: Callable[[dict], dict], tasks: list[dict], *, workers: int | N
         for t in queue:
             pending.append(remote.remote(fn_ref, t, kw_ref))
             break
-        yield ray.get(done[0])
+        try:
+            yield ray.get(done[0])
+        except ray.exceptions.RayTaskError as err:
+            for p in pending:
+                ray.cancel(p)
+            raise TaskError(f"a {getattr(fn, '__name__', 'task')} task failed: {_one_line(err)}") from None
 
 
 def map_actors(actor_cls: type, ctor_kwargs: dict, tasks: list[dict], *, workers: int | None = None,

@@ -8,13 +8,15 @@ import os
 from collections import Counter, defaultdict
 from collections.abc import Callable
 
+import numpy as np
+
 from .config import STAGE_ORDER, IngestConfig, RunConfig, SourceConfig, stable_hash
 from .ingest import IngestTask, ingest_file
 from .ray_runner import Progress, map_actors, map_tasks, ray_session
 from .readers import source_files
 from .stage import files_fingerprint, is_finished, read_manifest, stage_output
 
-STAGE_DIRS = {"ingest": "00_ingest", "quality": "10_quality"}
+STAGE_DIRS = {"ingest": "00_ingest", "quality": "10_quality", "mix": "40_mix"}
 
 
 class StageError(RuntimeError):
@@ -368,9 +370,259 @@ def run_quality(cfg: RunConfig, *, force: bool = False, workers: int | None = No
     return manifest
 
 
+# --------------------------------------------------------------------------- mix
+
+def previous_stage(cfg: RunConfig, stage: str) -> str:
+    """The configured stage that feeds ``stage``: the last one before it in pipeline order."""
+    before = [s for s in STAGE_ORDER[: STAGE_ORDER.index(stage)] if s in cfg.stages]
+    if not before:
+        raise StageError(f"stage {stage!r} needs an earlier stage in `stages` (at least ingest)")
+    return before[-1]
+
+
+def mix_config_hash(cfg: RunConfig) -> str:
+    return stable_hash({"stage": "mix", "seed": cfg.seed, "mix": cfg.mix.model_dump()})
+
+
+def _mix_pieces_task(task: dict, mix: dict, seed: int, out_dir: str) -> dict:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from siftmix.mixing.mix import bucket_token_sums, make_pieces
+    from siftmix.mixing.tokenizer import get_tokenizer
+
+    from .config import MixConfig
+
+    m = MixConfig.model_validate(mix)
+    tok = get_tokenizer(m.tokenizer)
+    pf = pq.ParquetFile(task["path"])
+    dest = os.path.join(out_dir, "pieces", os.path.basename(task["path"]))
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    writer, sums, tokens, docs = None, {}, Counter(), Counter()
+    for batch in pf.iter_batches(batch_size=512, columns=["id", "source", "text"]):
+        pieces = make_pieces(pa.Table.from_batches([batch]), tok, seed, m.split_chars, m.tokenized)
+        if writer is None:
+            writer = pq.ParquetWriter(dest, pieces.schema, compression="zstd")
+        writer.write_table(pieces)
+        for src, arr in bucket_token_sums(pieces).items():
+            sums[src] = sums.get(src, 0) + arr
+        for src, n in zip(pieces["source"].to_pylist(), pieces["n_tokens"].to_pylist()):
+            tokens[src] += n
+            docs[src] += 1
+    if writer is not None:
+        writer.close()
+    return {"file": dest if writer is not None else None, "tokens": dict(tokens), "pieces": dict(docs),
+            "bucket_sums": {k: v.tolist() for k, v in sums.items()}}
+
+
+def _mix_candidates_task(task: dict, buckets: dict) -> dict:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    from siftmix.mixing.mix import N_BUCKETS
+
+    t = pq.read_table(task["path"], columns=["id", "source", "h", "n_tokens"])
+    out = []
+    for src, b in buckets.items():
+        m = pc.and_(pc.equal(t["source"], src), pc.and_(pc.greater_equal(t["h"], b / N_BUCKETS),
+                                                         pc.less(t["h"], (b + 1) / N_BUCKETS)))
+        out.append(t.filter(m))
+    return {"rows": _ipc(pa.concat_tables(out)) if out else None}
+
+
+def _mix_assign_task(task: dict, copies: dict, tau: dict, seed: int, n_partitions: int, out_dir: str) -> dict:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from siftmix.mixing.mix import assign
+
+    pf = pq.ParquetFile(task["path"])
+    name = os.path.basename(task["path"]).removesuffix(".parquet")
+    writers = {}
+    for batch in pf.iter_batches(batch_size=2048):
+        t = assign(pa.Table.from_batches([batch]), copies, tau, seed, n_partitions)
+        part = t["partition"].to_numpy()
+        for p in np.unique(part):
+            sub = t.filter(pa.array(part == p)).drop_columns(["partition", "h"])
+            if p not in writers:
+                d = os.path.join(out_dir, "parts", f"p{int(p):05d}")
+                os.makedirs(d, exist_ok=True)
+                writers[p] = pq.ParquetWriter(os.path.join(d, f"{name}.parquet"), sub.schema, compression="zstd")
+            writers[p].write_table(sub)
+    for w in writers.values():
+        w.close()
+    return {"partitions": sorted(int(p) for p in writers)}
+
+
+def _mix_shard_task(task: dict, mix: dict, out_dir: str) -> dict:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from siftmix.mixing.mix import MIX_SCHEMA, shard_boundaries, sort_partition, token_stream
+    from siftmix.mixing.tokenizer import get_tokenizer
+
+    from .config import MixConfig
+    from .shards import PARQUET_OPTIONS
+
+    m = MixConfig.model_validate(mix)
+    files = sorted(os.listdir(task["dir"]))
+    t = sort_partition(pa.concat_tables([pq.read_table(os.path.join(task["dir"], f)) for f in files]))
+    shards_dir = os.path.join(out_dir, "shards")
+    os.makedirs(shards_dir, exist_ok=True)
+    tok = get_tokenizer(m.tokenizer) if m.tokenized else None
+    out, tokens, docs = [], Counter(), Counter()
+    for k, (a, b) in enumerate(shard_boundaries(t["n_tokens"].to_numpy(), m.shard_tokens)):
+        part = t.slice(a, b - a)
+        name = f"shard-{task['partition']:05d}-{k:05d}"
+        pq.write_table(part.select(MIX_SCHEMA.names).cast(MIX_SCHEMA), os.path.join(shards_dir, name + ".parquet"),
+                       **{**PARQUET_OPTIONS, "use_dictionary": ["source"]})
+        if tok is not None:
+            ids, offsets = token_stream(part["tokens"], tok.eot, tok.dtype)
+            ids.tofile(os.path.join(shards_dir, name + ".bin"))
+            np.save(os.path.join(shards_dir, name + ".idx.npy"), offsets)
+        n = part["n_tokens"].to_numpy()
+        for src, c in zip(part["source"].to_pylist(), n):
+            tokens[src] += int(c)
+            docs[src] += 1
+        out.append({"file": name + ".parquet", "rows": part.num_rows, "tokens": int(n.sum())})
+    return {"partition": task["partition"], "shards": out, "tokens": dict(tokens), "documents": dict(docs)}
+
+
+def run_mix(cfg: RunConfig, *, force: bool = False, workers: int | None = None, console=None,
+            log: Callable[[str], None] = print, progress: bool = True) -> dict:
+    """The mix stage: count tokens, plan epochs per source, sample deterministically, shuffle by
+    hash across sources, write Parquet (and token) shards. Three passes through Ray."""
+    import math
+    import shutil
+
+    import numpy as np
+    import pyarrow as pa
+    from siftmix.mixing.mix import (
+        PlanError,
+        find_threshold,
+        plan_mixture,
+        refine_threshold,
+        table_2_2,
+    )
+
+    prev = previous_stage(cfg, "mix")
+    in_dir, m_in = upstream(cfg, prev)
+    out_dir = stage_dir(cfg, "mix")
+    chash, fp = mix_config_hash(cfg), m_in["output_fingerprint"]
+    if not force and (m := is_finished(out_dir, chash, fp)):
+        log(f"mix: finished earlier, skipped ({m['counts']['tokens']:,} tokens in {out_dir})")
+        return m
+    mx = cfg.mix
+    workers = workers or cfg.ray.workers
+    srcs = shard_sources(m_in)
+    shard_files = [os.path.join(in_dir, "data", f) for f in sorted(srcs)]
+    with stage_output(out_dir) as out:
+        # pass 1: pieces, token counts, hash-bucket token sums
+        bar = Progress("mix: count", len(shard_files), console=console, enabled=progress, unit="shards")
+        counted = []
+        for r in map_tasks(_mix_pieces_task, [{"path": f} for f in shard_files], workers=workers,
+                           fn_kwargs={"mix": mx.model_dump(), "seed": cfg.seed, "out_dir": out.tmp}):
+            counted.append(r)
+            bar.advance()
+        bar.close()
+        available, pieces_n, sums = Counter(), Counter(), {}
+        for r in counted:
+            available.update(r["tokens"])
+            pieces_n.update(r["pieces"])
+            for s, arr in r["bucket_sums"].items():
+                sums[s] = sums.get(s, 0) + np.asarray(arr, dtype=np.int64)
+        caps = {s: mx.epoch_cap(s) for s in set(available) | set(mx.weights)}
+        try:
+            total, plans = plan_mixture(dict(available), mx.weights, mx.total_tokens, caps)
+        except PlanError as err:
+            raise StageError(f"mix: {err}") from None
+        plan_doc = {"total_tokens": total, "sources": [p.__dict__ for p in plans], "tokenizer": mx.tokenizer}
+        with open(out.path("plan.json"), "w", encoding="utf-8") as fh:
+            json.dump(plan_doc, fh, indent=2)
+        log("mix: plan (written before any data moves):\n" + "\n".join(
+            f"  {p.source:<16} {p.available_tokens:>14,} tokens  weight {p.weight:>6.1%}  epochs {p.epochs:6.3f}"
+            for p in plans) + f"\n  total {total:,} tokens")
+        # thresholds: pieces with h < tau[s] are taken once more than floor(epochs)
+        copies = {p.source: p.full_copies for p in plans}
+        tau, buckets, before = {}, {}, {}
+        for p in plans:
+            if p.weight == 0 or p.available_tokens == 0:
+                tau[p.source] = 0.0
+                copies[p.source] = 0
+                continue
+            b, bef = find_threshold(sums[p.source], p.fraction_tokens)
+            buckets[p.source], before[p.source] = b, bef
+        piece_files = [r["file"] for r in counted if r["file"]]
+        if buckets:
+            cands = [_from_ipc(r["rows"]) for r in map_tasks(_mix_candidates_task, [{"path": f} for f in piece_files],
+                                                             workers=workers, fn_kwargs={"buckets": buckets}) if r["rows"]]
+            cand = pa.concat_tables(cands) if cands else None
+            for s, b in buckets.items():
+                rows = cand.filter(pa.compute.equal(cand["source"], s)) if cand is not None else pa.table(
+                    {"id": pa.array([], pa.string()), "h": pa.array([], pa.float64()), "n_tokens": pa.array([], pa.int64())})
+                target = next(p.fraction_tokens for p in plans if p.source == s)
+                tau[s] = refine_threshold(rows, b, before[s], target)
+        for s in available:
+            copies.setdefault(s, 0)
+            tau.setdefault(s, 0.0)
+        # pass 2: repeats, shuffle keys, key-range partitions
+        est_bytes = sum(p.epochs * m_in["counts"]["by_source"].get(p.source, {}).get("bytes_kept", 0) for p in plans)
+        n_parts = max(1, math.ceil(est_bytes / mx.partition_bytes))
+        parts = set()
+        for r in map_tasks(_mix_assign_task, [{"path": f} for f in piece_files], workers=workers,
+                           fn_kwargs={"copies": copies, "tau": tau, "seed": cfg.seed, "n_partitions": n_parts,
+                                      "out_dir": out.tmp}):
+            parts.update(r["partitions"])
+        # pass 3: sort each partition by key, cut shards
+        bar = Progress("mix: shards", len(parts), console=console, enabled=progress, unit="partitions")
+        written = []
+        for r in map_tasks(_mix_shard_task, [{"partition": p, "dir": os.path.join(out.tmp, "parts", f"p{p:05d}")}
+                                             for p in sorted(parts)], workers=workers,
+                           fn_kwargs={"mix": mx.model_dump(), "out_dir": out.tmp}):
+            written.append(r)
+            bar.advance()
+        bar.close()
+        shutil.rmtree(out.path("pieces"), ignore_errors=True)
+        shutil.rmtree(out.path("parts"), ignore_errors=True)
+        written.sort(key=lambda r: r["partition"])
+        tokens, docs = Counter(), Counter()
+        for r in written:
+            tokens.update(r["tokens"])
+            docs.update(r["documents"])
+        total_out = sum(tokens.values()) or 1
+        realized = {s: {"tokens": int(tokens.get(s, 0)), "documents": int(docs.get(s, 0)),
+                        "share": tokens.get(s, 0) / total_out,
+                        "epochs": tokens.get(s, 0) / available[s] if available.get(s) else 0.0}
+                    for s in sorted(set(available) | set(mx.weights))}
+        table = table_2_2(plans, realized)
+        manifest = out.commit({
+            "stage": "mix", "config_hash": chash, "input_fingerprint": fp, "input_stage": prev,
+            "config": {"mix": mx.model_dump(), "seed": cfg.seed},
+            "plan": plan_doc,
+            "counts": {"in": sum(pieces_n.values()), "tokens_available": int(sum(available.values())),
+                       "tokens": int(sum(tokens.values())), "rows": int(sum(docs.values())),
+                       "by_source": {s: {"pieces_in": int(pieces_n.get(s, 0)), "tokens_available": int(available.get(s, 0)),
+                                         **realized[s], "target_weight": mx.weights.get(s, 0.0),
+                                         "planned_epochs": next((p.epochs for p in plans if p.source == s), 0.0),
+                                         "threshold": tau.get(s), "full_copies": copies.get(s)}
+                                     for s in sorted(realized)}},
+            "table_2_2": table,
+            "tokenized": {"enabled": mx.tokenized, "tokenizer": mx.tokenizer,
+                          "dtype": "uint16" if not mx.tokenized or get_tok_dtype(mx.tokenizer) == "uint16" else "uint32",
+                          "eot_after_each_document": True},
+            "shards": [sh for r in written for sh in r["shards"]],
+            "partitions": n_parts,
+        })
+    log("mix: " + f"{manifest['counts']['tokens']:,} tokens in {len(manifest['shards'])} shards\n" + table)
+    return manifest
+
+
+def get_tok_dtype(name: str) -> str:
+    from siftmix.mixing.tokenizer import get_tokenizer
+
+    return "uint16" if get_tokenizer(name).dtype == np.uint16 else "uint32"
+
+
 # --------------------------------------------------------------------------- whole run
 
-STAGE_RUNNERS = {"ingest": run_ingest, "quality": run_quality}
+STAGE_RUNNERS = {"ingest": run_ingest, "quality": run_quality, "mix": run_mix}
 
 
 def run_pipeline(cfg: RunConfig, *, force: bool = False, address: str | None = None, workers: int | None = None,

@@ -48,3 +48,11 @@ def run_cli(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProce
 def parquet_bytes(folder: Path) -> dict[str, bytes]:
     """{relative path: bytes} of every Parquet file under a folder."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.parquet"))}
+
+
+# Property tests: the same examples on every run (CI must not be a lottery); `-p hypothesis
+# --hypothesis-seed` explores further by hand.
+from hypothesis import settings as _hsettings  # noqa: E402
+
+_hsettings.register_profile("siftmix", derandomize=True, deadline=None, print_blob=True)
+_hsettings.load_profile("siftmix")
