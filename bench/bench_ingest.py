@@ -87,7 +87,7 @@ def main(argv=None) -> dict:
     cases = {"wet": ("common_crawl", corpus / "cc", bare_wet), "jsonl": ("webtext2", corpus / "webtext2", bare_jsonl)}
     with ray_session(RayConfig(object_store_memory=500 * 2**20)):
         for fmt, (name, folder, bare) in cases.items():
-            cfg = config_from_dict({"run_dir": str(work / "run"), "sources": [{"name": name, "paths": [str(folder)]}],
+            cfg = config_from_dict({"run_dir": str(work / "run"), "stages": ["ingest"], "sources": [{"name": name, "paths": [str(folder)]}],
                                     "ingest": {"min_chars": 1}})
             src = cfg.sources[0]
             files = source_files(src)

@@ -44,7 +44,7 @@ def dclm() -> dict:
     cc = sorted(str(p) for p in (SHARED / "cc").glob("*.jsonl.gz") if "dclm" not in p.name)
     run = WORK / "quality-dclm"
     shutil.rmtree(run, ignore_errors=True)
-    cfg = config_from_dict({"run_dir": str(run), "seed": 0, "sources": [
+    cfg = config_from_dict({"run_dir": str(run), "seed": 0, "stages": ["ingest", "quality"], "sources": [
         {"name": "reference", "paths": ref}, {"name": "common_crawl", "paths": cc, "filter": True}],
         "ingest": {"min_chars": 200}, "quality": {"scorer": "both"}})
     t0 = time.time()
@@ -77,7 +77,7 @@ def speed(n_fasttext_mb: str = "60MB", n_embed_docs: int = 400) -> dict:
     from siftmix.filters.quality import load_sentence_model
     from siftmix.pipeline.config import config_from_dict
     from siftmix.pipeline.demo import generate, parse_size
-    from siftmix.pipeline.runner import run_ingest, run_quality
+    from siftmix.pipeline.runner import run_ingest, run_quality, train_quality
     from siftmix.pipeline.shards import read_shards
 
     torch.set_num_threads(1)
@@ -86,15 +86,16 @@ def speed(n_fasttext_mb: str = "60MB", n_embed_docs: int = 400) -> dict:
         generate(str(corpus), parse_size(n_fasttext_mb), seed=3)
     base = {"sources": [{"name": "common_crawl", "paths": [str(corpus / "cc")], "filter": True},
                         {"name": "webtext2", "paths": [str(corpus / "webtext2")]}],
-            "ingest": {"min_chars": 200}}
+            "ingest": {"min_chars": 200}, "stages": ["ingest", "quality"]}
     # one trained model with all three scorers, reused by every timed run
     train = WORK / "quality-speed-train"
     shutil.rmtree(train, ignore_errors=True)
     cfg = config_from_dict({**base, "run_dir": str(train), "quality": {
-        "scorer": "both", "embedding": {"reference_docs": 200, "calibration_docs": 100}}})
+        "scorer": "both", "train": {"max_docs_per_class": 2000},
+        "embedding": {"reference_docs": 200, "calibration_docs": 100}}})
     run_ingest(cfg, log=_quiet, progress=False)
-    run_quality(cfg, log=_quiet, progress=False)
-    model_dir = str(train / "10_quality" / "model")
+    model_dir = str(train / "model")
+    train_quality(cfg, model_dir, log=_quiet)  # the model only: scoring the corpus with `both` on CPU takes minutes
     texts = read_shards(str(train / "00_ingest" / "data"))
     cc = texts.filter(pa.compute.equal(texts["source"], "common_crawl"))
     cc_texts = cc["text"].to_pylist()
@@ -144,7 +145,7 @@ def speed(n_fasttext_mb: str = "60MB", n_embed_docs: int = 400) -> dict:
     st = load_sentence_model(None, 256, "cpu")
     sub_texts = [t[:20_000] for t in sub["text"].to_pylist()]
     bare = best_of(lambda: st.encode(sub_texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False), 2)
-    emb_cfg = config_from_dict({"run_dir": str(WORK / "quality-speed-emb"),
+    emb_cfg = config_from_dict({"run_dir": str(WORK / "quality-speed-emb"), "stages": ["ingest", "quality"],
                                 "sources": [{"name": "common_crawl", "paths": [str(small / "cc")], "filter": True}],
                                 "ingest": {"min_chars": 1}, "quality": {"scorer": "embedding", "model": model_dir}})
     run_ingest(emb_cfg, log=_quiet, progress=False)

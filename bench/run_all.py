@@ -1,6 +1,9 @@
 """`make bench`: every benchmark, results in bench/results/<name>.json (machine and commit inside).
 
     python -m bench.run_all [--quick]
+
+The GPU figure of the embedding scorer comes from bench/gpu_embedding.py, run on a lent GPU
+machine (see that file); it is not part of this run.
 """
 
 from __future__ import annotations
@@ -8,20 +11,33 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench import bench_ingest
+from bench import bench_ingest, bench_mix, bench_quality
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="small corpora, one repeat (a smoke run)")
+    ap.add_argument("--quick", action="store_true", help="small corpora, fewer repeats (a smoke run)")
     args = ap.parse_args()
     t0 = time.time()
     ingest = bench_ingest.main(["--size", "20MB", "--repeat", "2", "--name", "ingest-quick"] if args.quick else [])
-    print("\nsummary (overhead = siftmix time / bare loop time, per core; target <= 1.5)")
+    mix = bench_mix.main(["--size", "10MB", "--repeat", "1"] if args.quick else [])
+    quality = {} if args.quick else bench_quality.main([])
+    print("\nsummary (overhead = siftmix time / bare loop time, per core)")
     for fmt, r in ingest["formats"].items():
         print(f"  ingest {fmt:5s}: bare {r['bare_loop_mb_s_per_core']:7.1f} MB/s/core, siftmix stage "
-              f"{r['siftmix_stage_1_worker_mb_s_per_core']:7.1f} MB/s/core -> overhead {r['overhead_stage_1_worker_vs_bare']:.2f}x; "
-              f"2 workers {r['siftmix_stage_2_workers_mb_s']:.1f} MB/s")
+              f"{r['siftmix_stage_1_worker_mb_s_per_core']:7.1f} MB/s/core -> {r['overhead_stage_1_worker_vs_bare']:.2f}x (target 1.5)")
+    c = mix["counting"]
+    print(f"  mix counting: {c['siftmix_count_pass_tokens_s_per_core']:,} tokens/s/core vs bare "
+          f"{c['bare_encode_ordinary_batch_tokens_s']:,} -> {c['overhead']:.2f}x (target 1.3); "
+          f"stage {mix['stage']['mb_s_per_core_1_worker']} MB/s/core")
+    if quality:
+        sp = quality["speed"]
+        print(f"  quality fastText: score path {sp['fasttext']['score_path_overhead']:.2f}x, shard work "
+              f"{sp['fasttext']['stage_shard_work_overhead']:.2f}x (target 1.2); embedding stage "
+              f"{sp['embedding']['overhead']:.2f}x (target 1.2)")
+        d = quality["dclm"]["roc_auc"]
+        print(f"  quality DCLM human labels ROC AUC: fastText {d['fasttext']['all']}, embedding "
+              f"{d['embedding']['all']}, both {d['both']['all']}")
     print(f"done in {time.time() - t0:.0f}s")
 
 

@@ -131,7 +131,7 @@ def ingest(
     else:
         if out is None:
             _fail("--input needs --out (the output folder)", 2)
-        data = {"run_dir": str(out), "sources": [{"name": source, "paths": inputs, "format": fmt}]}
+        data = {"run_dir": str(out), "stages": ["ingest"], "sources": [{"name": source, "paths": inputs, "format": fmt}]}
         cfg = config_from_dict(data, base_dir=os.getcwd(), where="command line")
         out_dir = str(Path(out).absolute())
     if min_chars is not None:
@@ -157,7 +157,8 @@ def _quality_cfg(config: Path, model: Path | None, scorer: str | None):
         if scorer:
             data["scorer"] = scorer
         cfg.quality = config_from_dict({"sources": [s.model_dump() for s in cfg.sources], "quality": data,
-                                        "run_dir": cfg.run_dir}, where=f"--model {model}").quality
+                                        "stages": ["ingest", "quality"], "run_dir": cfg.run_dir},
+                                       where=f"--model {model}").quality
     elif scorer:
         cfg.quality.scorer = scorer
     return cfg

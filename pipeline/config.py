@@ -223,6 +223,15 @@ class RunConfig(_Strict):
             if s.name in seen:
                 raise ValueError(f"source name {s.name!r} appears twice")
             seen.add(s.name)
+        if "mix" in self.stages:
+            names = [s.name for s in self.sources]
+            missing = [n for n in names if n not in self.mix.weights]
+            unknown = [n for n, w in self.mix.weights.items() if n not in names and w > 0]
+            if missing:
+                raise ValueError(f"mix.weights: no weight for source(s) {', '.join(missing)} "
+                                 "(give each source a weight; 0 excludes it)")
+            if unknown:
+                raise ValueError(f"mix.weights: weight given to {', '.join(unknown)}, which is not a configured source")
         return self
 
     def source(self, name: str) -> SourceConfig:
@@ -264,6 +273,8 @@ def format_validation_error(err: ValidationError, data: Any, where: str) -> str:
         if "input" in e and e["type"] not in ("value_error",) and not isinstance(e["input"], dict | list):
             msg += f" (got {e['input']!r})"
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    if loc == "(top level)" and e["type"] == "value_error":  # a whole-config check names its keys itself
+        return f"config error in {where}: {msg}{more}"
     return f"config error in {where}: {loc}: {msg}{more}"
 
 

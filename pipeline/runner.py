@@ -269,7 +269,7 @@ class _QualityActor:
             import torch
 
             torch.set_num_threads(max(1, threads))
-        self.model = QualityModel(model_dir, scorer)
+        self.model = QualityModel(model_dir, scorer) if model_dir else None
         self.cfg = QualityConfig.model_validate({**quality, "model": None})
         self.kw = dict(seed=seed, drop=drop, keep_text=keep_text, max_bytes=max_bytes)
         self.out_dir = out_dir
@@ -284,7 +284,7 @@ class _QualityActor:
                     "source": task["source"]}
 
     def device(self) -> str:
-        return self.model.device
+        return self.model.device if self.model is not None else "cpu"
 
 
 def run_quality(cfg: RunConfig, *, force: bool = False, workers: int | None = None, console=None,
@@ -308,12 +308,15 @@ def run_quality(cfg: RunConfig, *, force: bool = False, workers: int | None = No
     srcs = shard_sources(m_in)
     with stage_output(out_dir) as out:
         model_dir = out.path("model")
-        if q.model:
+        if not filtered:
+            model_dir = None
+            log(f"{name}: no source has filter: true; every document passes through")
+        elif q.model:
             shutil.copytree(q.model, model_dir)
             log(f"{name}: using the trained model in {q.model}")
         else:
             train_quality(cfg, model_dir, workers=workers, log=log)
-        if os.path.exists(os.path.join(model_dir, "eval.json")):
+        if model_dir and os.path.exists(os.path.join(model_dir, "eval.json")):
             shutil.copy(os.path.join(model_dir, "eval.json"), out.path("eval.json"))
         tasks = [{"path": os.path.join(in_dir, "data", f), "source": s, "filtered": s in filtered}
                  for f, s in sorted(srcs.items())]

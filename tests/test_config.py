@@ -16,6 +16,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 GOOD = """
 run_dir: out
+stages: [ingest]
 sources:
   - name: web
     paths: data/*.jsonl
@@ -27,7 +28,7 @@ def test_good_config_resolves_paths_relative_to_file(tmp_path):
     assert cfg.run_dir == str(tmp_path / "out")
     assert cfg.sources[0].paths == [str(tmp_path / "data" / "*.jsonl")]
     assert cfg.sources[0].format == "auto" and cfg.sources[0].filter is False
-    assert cfg.ingest.min_chars == 100 and cfg.stages == ["ingest", "quality"]
+    assert cfg.ingest.min_chars == 100 and cfg.stages == ["ingest"]
 
 
 @pytest.mark.parametrize(
@@ -39,6 +40,8 @@ def test_good_config_resolves_paths_relative_to_file(tmp_path):
         (GOOD.replace("data/*.jsonl", "nowhere/*.jsonl"), "sources[0](web).paths: no file matches 'nowhere/*.jsonl'"),
         (GOOD.replace("data/*.jsonl", "missing.jsonl"), "path does not exist: 'missing.jsonl'"),
         (GOOD + "  - name: web\n    paths: data\n", "source name 'web' appears twice"),
+        (GOOD.replace("[ingest]", "[ingest, mix]"), "mix.weights: no weight for source(s) web"),
+        (GOOD.replace("[ingest]", "[ingest, mix]") + "mix:\n  weights: {web: 0.5, books: 0.5}\n", "mix.weights: weight given to books"),
         (GOOD + "ingest:\n  on_bad_encoding: ignore\n", "ingest.on_bad_encoding: Input should be 'repair' or 'reject'"),
         ("run_dir: x\n", "sources: required key is missing"),
         ("sources: [\n", "invalid YAML"),

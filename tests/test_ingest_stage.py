@@ -17,7 +17,8 @@ pytestmark = pytest.mark.integration
 
 
 def _cfg(tmp_path, sources, **ingest):
-    return config_from_dict({"run_dir": str(tmp_path / "run"), "sources": sources, "ingest": ingest}, base_dir=tmp_path)
+    return config_from_dict({"run_dir": str(tmp_path / "run"), "stages": ["ingest"], "sources": sources, "ingest": ingest},
+                            base_dir=tmp_path)
 
 
 def _quiet(*a, **k):
@@ -103,7 +104,7 @@ def test_deterministic_with_1_and_2_workers(ray_local, demo_corpus, tmp_path):
     outs = []
     for workers in (1, 2, 2):
         cfg = config_from_dict(
-            {"run_dir": str(tmp_path / f"run{len(outs)}"), "sources": [
+            {"run_dir": str(tmp_path / f"run{len(outs)}"), "stages": ["ingest"], "sources": [
                 {"name": "common_crawl", "paths": [str(demo_corpus / "cc")], "filter": True},
                 {"name": "webtext2", "paths": [str(demo_corpus / "webtext2")]},
                 {"name": "books1", "paths": [str(demo_corpus / "books1")], "format": "txt"},

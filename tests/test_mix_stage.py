@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import run_cli
 from siftmix.pipeline.config import config_from_dict
 from siftmix.pipeline.runner import StageError, run_ingest, run_mix, run_quality

@@ -5,10 +5,20 @@ import pyarrow as pa
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from siftmix.mixing.mix import (N_BUCKETS, PlanError, assign, bucket_token_sums, find_threshold, make_pieces,
-                                plan_mixture, refine_threshold, shard_boundaries, sort_partition, split_text,
-                                token_stream)
+from siftmix.mixing.mix import (
+    N_BUCKETS,
+    PlanError,
+    assign,
+    bucket_token_sums,
+    find_threshold,
+    make_pieces,
+    plan_mixture,
+    refine_threshold,
+    shard_boundaries,
+    sort_partition,
+    split_text,
+    token_stream,
+)
 from siftmix.mixing.tokenizer import Tokenizer, get_tokenizer
 
 

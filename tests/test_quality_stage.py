@@ -68,7 +68,8 @@ def test_quality_stage_on_demo_counts_determinism_reuse(ray_local, demo_corpus, 
         for i, s in zip(t["id"].to_pylist(), t[col].to_pylist()):
             scores.setdefault(truth.get(i.removeprefix("urn:uuid:")), []).append(s)
     mean = {k: sum(v) / len(v) for k, v in scores.items()}
-    assert mean["prose"] > 1.3 * max(mean["spam"], mean["junk"], mean["boilerplate"])
+    assert mean["prose"] > 1.5 * max(mean["spam"], mean["boilerplate"])
+    assert mean["prose"] > mean["junk"]  # random hex and numbers: mostly words fastText never saw
     # reuse the trained model: same output, no training
     cfg = _demo_cfg(tmp_path / "reuse", demo_corpus, model=str(stage / "model"))
     run_ingest(cfg, log=_quiet)
@@ -121,7 +122,7 @@ def test_real_reference_vs_crawl(ray_local, shared_data, tmp_path):
     """GPT-3 appendix A on real text: reference/ (Wikipedia, books, news) against cc/ (raw web pages)."""
     ref = sorted(str(p) for p in (shared_data / "reference").glob("*.jsonl.gz"))
     cc = sorted(str(p) for p in (shared_data / "cc").glob("*.jsonl.gz") if "dclm" not in p.name)
-    cfg = config_from_dict({"run_dir": str(tmp_path / "real"), "sources": [
+    cfg = config_from_dict({"run_dir": str(tmp_path / "real"), "stages": ["ingest", "quality"], "sources": [
         {"name": "reference", "paths": ref}, {"name": "common_crawl", "paths": cc, "filter": True}],
         "ingest": {"min_chars": 200}, "quality": {"train": {"max_docs_per_class": 3000}}})
     run_ingest(cfg, log=_quiet)
@@ -135,6 +136,7 @@ def test_real_reference_vs_crawl(ray_local, shared_data, tmp_path):
 def test_cli_quality_commands(tmp_path, demo_corpus):
     cfgp = tmp_path / "q.yaml"
     cfgp.write_text(f"""run_dir: {tmp_path / 'run'}
+stages: [ingest, quality]
 sources:
   - {{name: common_crawl, paths: {demo_corpus / 'cc'}, filter: true}}
   - {{name: webtext2, paths: {demo_corpus / 'webtext2'}}}

@@ -28,7 +28,7 @@ def _corpus(folder: Path, n_files: int = 150) -> Path:
 
 def _config(tmp_path: Path, name: str, data: Path) -> Path:
     p = tmp_path / f"{name}.yaml"
-    p.write_text(f"run_dir: {tmp_path / name}\nsources:\n  - name: web\n    paths: {data}\nray:\n  num_cpus: 2\n")
+    p.write_text(f"run_dir: {tmp_path / name}\nstages: [ingest]\nsources:\n  - name: web\n    paths: {data}\nray:\n  num_cpus: 2\n")
     return p
 
 
@@ -54,7 +54,7 @@ def test_stage_output_is_atomic(tmp_path):
 
 def test_rerun_skips_finished_stage_and_force_recomputes(ray_local, tmp_path):
     data = _corpus(tmp_path / "data", n_files=3)
-    cfg = config_from_dict({"run_dir": str(tmp_path / "run"), "sources": [{"name": "web", "paths": [str(data)]}]})
+    cfg = config_from_dict({"run_dir": str(tmp_path / "run"), "stages": ["ingest"], "sources": [{"name": "web", "paths": [str(data)]}]})
     logs = []
     m1 = run_ingest(cfg, log=logs.append)
     m2 = run_ingest(cfg, log=logs.append)
