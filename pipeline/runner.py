@@ -414,7 +414,7 @@ def _mix_pieces_task(task: dict, mix: dict, seed: int, out_dir: str) -> dict:
     if writer is not None:
         writer.close()
     return {"file": dest if writer is not None else None, "tokens": dict(tokens), "pieces": dict(docs),
-            "bucket_sums": {k: v.tolist() for k, v in sums.items()}}
+            "bucket_sums": {k: v.astype(np.int64).tobytes() for k, v in sums.items()}}
 
 
 def _mix_candidates_task(task: dict, buckets: dict) -> dict:
@@ -520,17 +520,17 @@ def run_mix(cfg: RunConfig, *, force: bool = False, workers: int | None = None, 
         # pass 1: pieces, token counts, hash-bucket token sums
         bar = Progress("mix: count", len(shard_files), console=console, enabled=progress, unit="shards")
         counted = []
+        available, pieces_n, sums = Counter(), Counter(), {}
         for r in map_tasks(_mix_pieces_task, [{"path": f} for f in shard_files], workers=workers,
                            fn_kwargs={"mix": mx.model_dump(), "seed": cfg.seed, "out_dir": out.tmp}):
+            # fold each result in as it arrives: the driver keeps one bucket array per source
+            for s, arr in r.pop("bucket_sums").items():
+                sums[s] = sums.get(s, 0) + np.frombuffer(arr, dtype=np.int64)
+            available.update(r["tokens"])
+            pieces_n.update(r["pieces"])
             counted.append(r)
             bar.advance()
         bar.close()
-        available, pieces_n, sums = Counter(), Counter(), {}
-        for r in counted:
-            available.update(r["tokens"])
-            pieces_n.update(r["pieces"])
-            for s, arr in r["bucket_sums"].items():
-                sums[s] = sums.get(s, 0) + np.asarray(arr, dtype=np.int64)
         caps = {s: mx.epoch_cap(s) for s in set(available) | set(mx.weights)}
         try:
             total, plans = plan_mixture(dict(available), mx.weights, mx.total_tokens, caps)
