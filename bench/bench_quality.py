@@ -70,7 +70,7 @@ def dclm() -> dict:
     return out
 
 
-def speed(n_fasttext_mb: str = "60MB", n_embed_docs: int = 400) -> dict:
+def speed(n_fasttext_mb: str = "60MB", n_embed_docs: int = 400, embedding: bool = True) -> dict:
     import fasttext
     import pyarrow as pa
     import torch
@@ -109,6 +109,23 @@ def speed(n_fasttext_mb: str = "60MB", n_embed_docs: int = 400) -> dict:
 
     ft = fasttext.load_model(str(Path(model_dir) / "model.bin"))
     bare = best_of(lambda: [ft.predict(t.replace("\n", " ")) for t in cc_texts], 3)
+    # the same loop as a user's hand-written stage: read each crawl shard, predict, write it back
+    # with a score column (the like-for-like baseline of the stage's per-shard work)
+    import pyarrow.parquet as pq
+
+    from siftmix.pipeline.shards import list_shards
+
+    cc_shards = [f for f in list_shards(str(train / "00_ingest" / "data")) if Path(f).name.startswith("common_crawl")]
+    bare_dir = WORK / "quality-speed-bare-io"
+
+    def bare_io():
+        bare_dir.mkdir(parents=True, exist_ok=True)
+        for f in cc_shards:
+            t = pq.read_table(f)
+            s = [ft.predict(x.replace("\n", " "))[1][0] for x in t["text"].to_pylist()]
+            pq.write_table(t.append_column("score", pa.array(s, pa.float32())), bare_dir / Path(f).name, compression="zstd")
+
+    bare_io_s = best_of(bare_io, 3)
     qm = QualityModel(model_dir, "fasttext")
     arr = cc["text"].combine_chunks()
     path = best_of(lambda: [qm.score(arr.slice(i, 1024)) for i in range(0, len(arr), 1024)], 3)
@@ -126,7 +143,9 @@ def speed(n_fasttext_mb: str = "60MB", n_embed_docs: int = 400) -> dict:
     n = len(cc_texts)
     out["fasttext"] = {"docs": n, "text_mb": round(mb, 2), "bare_predict_loop_docs_s": round(n / bare, 1),
                        "siftmix_score_path_docs_s": round(n / path, 1), "score_path_overhead": round(path / bare, 3),
+                       "bare_loop_with_parquet_io_docs_s": round(n / bare_io_s, 1),
                        "stage_shard_work_docs_s_per_core": round(n / shard_s, 1), "stage_shard_work_overhead": round(shard_s / bare, 3),
+                       "stage_shard_work_vs_bare_with_io": round(shard_s / bare_io_s, 3),
                        "stage_end_to_end_docs_s_per_core": round(n / stage, 1), "stage_end_to_end_overhead": round(stage / bare, 3),
                        "target_overhead": 1.2,
                        "note": "score path = QualityModel.score on 1024-row Arrow batches (preprocess, predict, probabilities); "
@@ -135,6 +154,12 @@ def speed(n_fasttext_mb: str = "60MB", n_embed_docs: int = 400) -> dict:
     print("fasttext", out["fasttext"], flush=True)
 
     # embedding: bare encode vs the stage with 1 actor, on the first n_embed_docs crawl documents
+    if not embedding:
+        prev = json.loads((Path(__file__).parent / "results" / "quality_speed.json").read_text())
+        out["embedding"] = prev.get("embedding", {})
+        out["command"] = "python -m bench.bench_quality --part speed"
+        print("wrote", write_result("quality_speed", out))
+        return out
     small = WORK / "quality-speed-emb-corpus"
     shutil.rmtree(small, ignore_errors=True)
     (small / "cc").mkdir(parents=True)
@@ -162,6 +187,7 @@ def speed(n_fasttext_mb: str = "60MB", n_embed_docs: int = 400) -> dict:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", choices=["dclm", "speed", "all"], default="all")
+    ap.add_argument("--no-embedding-speed", action="store_true", help="keep the last embedding speed figures")
     args = ap.parse_args(argv)
     from siftmix.pipeline.config import RayConfig
     from siftmix.pipeline.ray_runner import ray_session
@@ -171,7 +197,7 @@ def main(argv=None) -> dict:
         if args.part in ("dclm", "all"):
             res["dclm"] = dclm()
         if args.part in ("speed", "all"):
-            res["speed"] = speed()
+            res["speed"] = speed(embedding=not args.no_embedding_speed)
     return res
 
 
