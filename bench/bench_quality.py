@@ -112,7 +112,6 @@ def speed(n_fasttext_mb: str = "60MB", n_embed_docs: int = 400, embedding: bool 
     # the same loop as a user's hand-written stage: read each crawl shard, predict, write it back
     # with a score column (the like-for-like baseline of the stage's per-shard work)
     import pyarrow.parquet as pq
-
     from siftmix.pipeline.shards import list_shards
 
     cc_shards = [f for f in list_shards(str(train / "00_ingest" / "data")) if Path(f).name.startswith("common_crawl")]
@@ -164,7 +163,6 @@ def speed(n_fasttext_mb: str = "60MB", n_embed_docs: int = 400, embedding: bool 
     shutil.rmtree(small, ignore_errors=True)
     (small / "cc").mkdir(parents=True)
     sub = cc.slice(0, n_embed_docs)
-    import pyarrow.parquet as pq
 
     pq.write_table(sub.select(["id", "text", "url"]), small / "cc" / "cc.parquet")
     st = load_sentence_model(None, 256, "cpu")

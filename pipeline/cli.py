@@ -30,6 +30,14 @@ app = typer.Typer(
 
 err_console = Console(stderr=True)
 
+# Arguments and options shared by the commands
+ConfigArg = Annotated[Path, typer.Argument(help="run configuration (YAML)", show_default=False)]
+ForceOpt = Annotated[bool, typer.Option("--force", help="recompute even if finished")]
+AddressOpt = Annotated[str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")]
+WorkersOpt = Annotated[int | None, typer.Option(min=1, help="at most this many concurrent tasks (actors) per stage")]
+ModelOpt = Annotated[Path | None, typer.Option(help="a trained model folder (default: train one)")]
+ScorerOpt = Annotated[str | None, typer.Option(help="fasttext, embedding or both (default: the config's)")]
+
 
 def _log(msg: str) -> None:
     err_console.print(msg, highlight=False, markup=False, soft_wrap=True)
@@ -69,10 +77,10 @@ def guarded(fn):
 @app.command()
 @guarded
 def run(
-    config: Annotated[Path, typer.Argument(help="run configuration (YAML)", show_default=False)],
-    force: Annotated[bool, typer.Option("--force", help="recompute stages even if finished")] = False,
-    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")] = None,
-    workers: Annotated[int | None, typer.Option(min=1, help="at most this many concurrent tasks per stage")] = None,
+    config: ConfigArg,
+    force: ForceOpt = False,
+    address: AddressOpt = None,
+    workers: WorkersOpt = None,
     until: Annotated[str | None, typer.Option(help="stop after this stage")] = None,
 ):
     """Run the pipeline described by CONFIG; finished stages are skipped (resume).
@@ -103,9 +111,9 @@ def ingest(
     fmt: Annotated[str, typer.Option("--format", help=f"input format for --input: {', '.join(FORMATS)}")] = "auto",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="output stage folder for --input")] = None,
     min_chars: Annotated[int | None, typer.Option(help="reject documents shorter than this")] = None,
-    force: Annotated[bool, typer.Option("--force", help="recompute even if finished")] = False,
-    address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
-    workers: Annotated[int | None, typer.Option(min=1, help="at most this many concurrent tasks")] = None,
+    force: ForceOpt = False,
+    address: AddressOpt = None,
+    workers: WorkersOpt = None,
 ):
     """Ingest raw files (WET, WARC, JSONL[.gz|.zst], Parquet, .txt folders) into Parquet documents.
 
@@ -167,11 +175,11 @@ def _quality_cfg(config: Path, model: Path | None, scorer: str | None):
 @quality_app.command("train")
 @guarded
 def quality_train(
-    config: Annotated[Path, typer.Argument(help="run configuration (YAML)", show_default=False)],
+    config: ConfigArg,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="model folder (default RUN_DIR/quality-model)")] = None,
-    scorer: Annotated[str | None, typer.Option(help="fasttext, embedding or both (default: the config's)")] = None,
-    address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
-    workers: Annotated[int | None, typer.Option(min=1, help="at most this many concurrent tasks")] = None,
+    scorer: ScorerOpt = None,
+    address: AddressOpt = None,
+    workers: WorkersOpt = None,
 ):
     """Train the quality classifier: curated sources (filter: false) against raw crawl (filter: true).
 
@@ -210,12 +218,12 @@ def _quality_run(config: Path, model: Path | None, scorer: str | None, force: bo
 @quality_app.command("filter")
 @guarded
 def quality_filter(
-    config: Annotated[Path, typer.Argument(help="run configuration (YAML)", show_default=False)],
-    model: Annotated[Path | None, typer.Option(help="a trained model folder (default: train one)")] = None,
-    scorer: Annotated[str | None, typer.Option(help="fasttext, embedding or both")] = None,
-    force: Annotated[bool, typer.Option("--force", help="recompute even if finished")] = False,
-    address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
-    workers: Annotated[int | None, typer.Option(min=1, help="at most this many concurrent actors")] = None,
+    config: ConfigArg,
+    model: ModelOpt = None,
+    scorer: ScorerOpt = None,
+    force: ForceOpt = False,
+    address: AddressOpt = None,
+    workers: WorkersOpt = None,
 ):
     """Score the filtered sources and keep documents by the GPT-3 rule (the `quality` stage of a run).
 
@@ -234,12 +242,12 @@ def quality_filter(
 @quality_app.command("score")
 @guarded
 def quality_score(
-    config: Annotated[Path, typer.Argument(help="run configuration (YAML)", show_default=False)],
-    model: Annotated[Path | None, typer.Option(help="a trained model folder (default: train one)")] = None,
-    scorer: Annotated[str | None, typer.Option(help="fasttext, embedding or both")] = None,
-    force: Annotated[bool, typer.Option("--force", help="recompute even if finished")] = False,
-    address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
-    workers: Annotated[int | None, typer.Option(min=1, help="at most this many concurrent actors")] = None,
+    config: ConfigArg,
+    model: ModelOpt = None,
+    scorer: ScorerOpt = None,
+    force: ForceOpt = False,
+    address: AddressOpt = None,
+    workers: WorkersOpt = None,
 ):
     """Add quality_score to every document of the filtered sources, dropping nothing.
 
@@ -255,10 +263,10 @@ def quality_score(
 @app.command()
 @guarded
 def mix(
-    config: Annotated[Path, typer.Argument(help="run configuration (YAML)", show_default=False)],
-    force: Annotated[bool, typer.Option("--force", help="recompute even if finished")] = False,
-    address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
-    workers: Annotated[int | None, typer.Option(min=1, help="at most this many concurrent tasks")] = None,
+    config: ConfigArg,
+    force: ForceOpt = False,
+    address: AddressOpt = None,
+    workers: WorkersOpt = None,
 ):
     """Mix the output of the previous stage into training shards by token weights (GPT-3 Table 2.2).
 

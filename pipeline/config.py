@@ -36,6 +36,13 @@ class ConfigError(ValueError):
     """A configuration problem, already formatted as one line for the user."""
 
 
+def _resolve(path: str, info: ValidationInfo) -> str:
+    """An absolute path: relative ones are relative to the config file's folder."""
+    path = os.path.expanduser(path)
+    base = Path((info.context or {}).get("base_dir", "."))
+    return os.path.abspath(path if os.path.isabs(path) else str(base / path))
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -59,17 +66,15 @@ class SourceConfig(_Strict):
     @field_validator("paths")
     @classmethod
     def _resolve(cls, v: list[str], info: ValidationInfo) -> list[str]:
-        base = Path((info.context or {}).get("base_dir", "."))
         out = []
         for p in v:
-            full = p if os.path.isabs(os.path.expanduser(p)) else str(base / p)
-            full = os.path.expanduser(full)
+            full = _resolve(p, info)
             if glob.has_magic(full):
                 if not glob.glob(full, recursive=True):
                     raise ValueError(f"no file matches {p!r}")
             elif not os.path.exists(full):
                 raise ValueError(f"path does not exist: {p!r}")
-            out.append(os.path.abspath(full))
+            out.append(full)
         return out
 
 
@@ -152,8 +157,7 @@ class QualityConfig(_Strict):
     def _model_dir(cls, v: str | None, info: ValidationInfo) -> str | None:
         if v is None:
             return v
-        base = Path((info.context or {}).get("base_dir", "."))
-        full = os.path.abspath(v if os.path.isabs(v) else str(base / v))
+        full = _resolve(v, info)
         if not os.path.exists(os.path.join(full, "quality_model.json")):
             raise ValueError(f"not a trained quality model folder (no quality_model.json): {v!r}")
         return full
@@ -179,8 +183,7 @@ class MixConfig(_Strict):
     def _tok(cls, v: str, info: ValidationInfo) -> str:
         if v == "gpt2":
             return v
-        base = Path((info.context or {}).get("base_dir", "."))
-        full = os.path.abspath(v if os.path.isabs(v) else str(base / v))
+        full = _resolve(v, info)
         if not os.path.isfile(full):
             raise ValueError(f"not 'gpt2' and no such tokenizer file: {v!r}")
         return full
@@ -212,9 +215,7 @@ class RunConfig(_Strict):
     @field_validator("run_dir")
     @classmethod
     def _run_dir(cls, v: str, info: ValidationInfo) -> str:
-        base = Path((info.context or {}).get("base_dir", "."))
-        v = os.path.expanduser(v)
-        return os.path.abspath(v if os.path.isabs(v) else str(base / v))
+        return _resolve(v, info)
 
     @model_validator(mode="after")
     def _unique_sources(self) -> RunConfig:

@@ -40,6 +40,17 @@ def demo_corpus(tmp_path_factory) -> Path:
     return out
 
 
+def demo_sources(corpus: Path) -> list[dict]:
+    """The five GPT-3 sources of a corpus written by `siftmix demo-data`."""
+    return [
+        {"name": "common_crawl", "paths": [str(corpus / "cc")], "filter": True},
+        {"name": "webtext2", "paths": [str(corpus / "webtext2")]},
+        {"name": "books1", "paths": [str(corpus / "books1")], "format": "txt"},
+        {"name": "books2", "paths": [str(corpus / "books2")]},
+        {"name": "wikipedia", "paths": [str(corpus / "wikipedia")]},
+    ]
+
+
 def run_cli(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProcess:
     e = {**os.environ, **(env or {})}
     return subprocess.run([*SIFTMIX, *map(str, args)], cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)

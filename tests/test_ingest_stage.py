@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from badinput import EXPECTED_REJECTS, expected_kept, make_bad_inputs
-from conftest import parquet_bytes, run_cli
+from conftest import demo_sources, parquet_bytes, run_cli
 from siftmix.pipeline.config import config_from_dict
 from siftmix.pipeline.runner import StageError, run_ingest
 from siftmix.pipeline.shards import read_shards
@@ -104,12 +104,7 @@ def test_deterministic_with_1_and_2_workers(ray_local, demo_corpus, tmp_path):
     outs = []
     for workers in (1, 2, 2):
         cfg = config_from_dict(
-            {"run_dir": str(tmp_path / f"run{len(outs)}"), "stages": ["ingest"], "sources": [
-                {"name": "common_crawl", "paths": [str(demo_corpus / "cc")], "filter": True},
-                {"name": "webtext2", "paths": [str(demo_corpus / "webtext2")]},
-                {"name": "books1", "paths": [str(demo_corpus / "books1")], "format": "txt"},
-                {"name": "books2", "paths": [str(demo_corpus / "books2")]},
-                {"name": "wikipedia", "paths": [str(demo_corpus / "wikipedia")]}],
+            {"run_dir": str(tmp_path / f"run{len(outs)}"), "stages": ["ingest"], "sources": demo_sources(demo_corpus),
              "ingest": {"batch_rows": 64, "shard_max_bytes": 300_000}})
         m = run_ingest(cfg, workers=workers, log=_quiet)
         assert m["counts"]["in"] == m["counts"]["kept"] + m["counts"]["rejected"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import run_cli
+from conftest import demo_sources, run_cli
 from siftmix.pipeline.config import config_from_dict
 from siftmix.pipeline.runner import StageError, run_ingest, run_mix, run_quality
 
@@ -25,12 +25,7 @@ def _files(stage: Path) -> dict:
 def _demo(run_dir, corpus, stages, **mix):
     return config_from_dict({
         "run_dir": str(run_dir), "seed": 11, "stages": stages,
-        "sources": [
-            {"name": "common_crawl", "paths": [str(corpus / "cc")], "filter": True},
-            {"name": "webtext2", "paths": [str(corpus / "webtext2")]},
-            {"name": "books1", "paths": [str(corpus / "books1")], "format": "txt"},
-            {"name": "books2", "paths": [str(corpus / "books2")]},
-            {"name": "wikipedia", "paths": [str(corpus / "wikipedia")]}],
+        "sources": demo_sources(corpus),
         "ingest": {"min_chars": 200},
         "mix": {"shard_tokens": 40_000, "partition_bytes": 300_000, **mix}})
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
-from conftest import parquet_bytes, run_cli
+from conftest import demo_sources, parquet_bytes, run_cli
 from siftmix.pipeline.config import config_from_dict
 from siftmix.pipeline.runner import run_ingest, run_quality
 from siftmix.pipeline.shards import read_shards
@@ -22,12 +22,7 @@ def _quiet(*a, **k):
 def _demo_cfg(run_dir, corpus, **quality):
     return config_from_dict({
         "run_dir": str(run_dir), "seed": 5,
-        "sources": [
-            {"name": "common_crawl", "paths": [str(corpus / "cc")], "filter": True},
-            {"name": "webtext2", "paths": [str(corpus / "webtext2")]},
-            {"name": "books1", "paths": [str(corpus / "books1")], "format": "txt"},
-            {"name": "books2", "paths": [str(corpus / "books2")]},
-            {"name": "wikipedia", "paths": [str(corpus / "wikipedia")]}],
+        "sources": demo_sources(corpus),
         "ingest": {"min_chars": 200},
         "quality": {"train": {"max_docs_per_class": 2000}, **quality},
     })
