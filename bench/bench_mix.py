@@ -22,6 +22,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="30MB")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--name", default="mix", help="result file: bench/results/NAME.json")
     args = ap.parse_args(argv)
 
     import pyarrow.parquet as pq
@@ -83,7 +84,7 @@ def main(argv=None) -> dict:
         print("stage", res["stage"], flush=True)
         res["table_2_2"] = m["table_2_2"]
     res["command"] = f"python -m bench.bench_mix --size {args.size}"
-    print("wrote", write_result("mix", res))
+    print("wrote", write_result(args.name, res))
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(WORK, exist_ok=True)
     return res

@@ -16,11 +16,12 @@ from bench import bench_ingest, bench_mix, bench_quality
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="small corpora, fewer repeats (a smoke run)")
+    ap.add_argument("--quick", action="store_true",
+                    help="small corpora, fewer repeats: a smoke run (results in *-quick.json, not kept; fixed costs dominate)")
     args = ap.parse_args()
     t0 = time.time()
     ingest = bench_ingest.main(["--size", "20MB", "--repeat", "2", "--name", "ingest-quick"] if args.quick else [])
-    mix = bench_mix.main(["--size", "10MB", "--repeat", "1"] if args.quick else [])
+    mix = bench_mix.main(["--size", "10MB", "--repeat", "1", "--name", "mix-quick"] if args.quick else [])
     quality = {} if args.quick else bench_quality.main([])
     print("\nsummary (overhead = siftmix time / bare loop time, per core)")
     for fmt, r in ingest["formats"].items():
