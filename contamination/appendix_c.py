@@ -1,0 +1,181 @@
+"""GPT-3 appendix C on both sides, as pure functions over Arrow batches.
+
+Training side: every 13-gram of a training document that also occurs in a benchmark collides;
+13-grams found in more than ``max_docs`` training documents are ignored (boilerplate); each
+remaining collision is removed with ``window`` characters on each side, the document is split
+there, pieces shorter than ``min_piece`` characters are dropped, and a document split into more
+than ``max_pieces`` pieces (counted before short pieces are dropped) is dropped whole.
+
+Benchmark side: an example is dirty if any of its N-grams occurs in the training data, with N
+the 5th percentile of the benchmark's example length in words, clamped to [min_n, 13].
+
+The Ray stage (two passes over the data) is built on these; :mod:`.oracle` is the brute-force
+reference they are tested against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from .ngrams import Words, ngram_hashes, words
+
+TRAIN_N = 13
+
+
+@dataclass
+class Benchmark:
+    name: str
+    ids: list[str]
+    texts: list[str]
+
+
+@dataclass
+class NgramIndex:
+    """Sorted 64-bit n-gram hashes of the benchmarks with (benchmark, example) of each; one table
+    of 13-grams for the training side, one per N for the benchmark side."""
+
+    names: list[str]
+    n: dict[str, int]
+    tables: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, benchmarks: list[Benchmark], min_n: int = 8, max_n: int = 13) -> NgramIndex:
+        names = [b.name for b in benchmarks]
+        n_of: dict = {}
+        per_n: dict = {}
+        for bi, b in enumerate(benchmarks):
+            w = words(b.texts)
+            lengths = np.diff(w.doc_start)
+            n = int(np.clip(np.floor(np.percentile(lengths, 5)) if len(lengths) else max_n, min_n, max_n))
+            n_of[b.name] = n
+            for size in {n, TRAIN_N}:
+                h, first = ngram_hashes(w, size)
+                per_n.setdefault(size, []).append((h, np.full(len(h), bi, np.int32), w.doc[first].astype(np.int32)))
+        idx = cls(names, n_of)
+        for size, parts in per_n.items():
+            h = np.concatenate([p[0] for p in parts])
+            b = np.concatenate([p[1] for p in parts])
+            e = np.concatenate([p[2] for p in parts])
+            order = np.lexsort((e, b, h))
+            idx.tables[size] = (h[order], b[order], e[order])
+        return idx
+
+    def lookup(self, size: int, h: np.ndarray) -> np.ndarray:
+        """Position in the size-table of each hash's first entry, or -1 (vectorised)."""
+        table = self.tables.get(size)
+        if table is None or len(h) == 0:
+            return np.full(len(h), -1, np.int64)
+        keys = table[0]
+        pos = np.searchsorted(keys, h)
+        pos_c = np.minimum(pos, len(keys) - 1)
+        return np.where((pos < len(keys)) & (keys[pos_c] == h), pos_c, -1)
+
+
+# --------------------------------------------------------------------------- training side
+
+def training_collisions(w: Words, index: NgramIndex) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """All 13-gram collisions of a batch: (doc, first word, hash, benchmark index)."""
+    h, first = ngram_hashes(w, TRAIN_N)
+    pos = index.lookup(TRAIN_N, h)
+    hit = pos >= 0
+    return w.doc[first[hit]], first[hit], h[hit], index.tables[TRAIN_N][1][pos[hit]] if hit.any() else np.zeros(0, np.int32)
+
+
+def doc_counts(docs: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pass 1: for each colliding 13-gram, the number of distinct documents holding it."""
+    if len(hashes) == 0:
+        return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    pairs = np.unique(np.stack([hashes, docs.astype(np.uint64)], axis=1), axis=0)
+    return np.unique(pairs[:, 0], return_counts=True)
+
+
+@dataclass
+class Excision:
+    pieces: list[str]          # kept pieces, in order
+    removed: list[str]         # excised spans and dropped pieces (all the rejected text)
+    dropped: bool              # dropped whole: split into more than max_pieces pieces
+    benchmark: str | None      # the benchmark of the first collision
+    n_collisions: int
+
+
+def excise(text: str, spans: list[tuple[int, int]], benchmark: str | None, window: int = 200,
+           min_piece: int = 200, max_pieces: int = 10) -> Excision:
+    """Remove each colliding span (char start, char end) with ``window`` characters on each side;
+    the rest is split into pieces. Characters add up: kept + removed = the text."""
+    if not spans:
+        return Excision([text], [], False, None, 0)
+    cuts = sorted((max(0, s - window), min(len(text), e + window)) for s, e in spans)
+    merged = [list(cuts[0])]
+    for s, e in cuts[1:]:
+        if s <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], e)
+        else:
+            merged.append([s, e])
+    pieces, removed, pos = [], [], 0
+    for s, e in merged:
+        pieces.append(text[pos:s])
+        removed.append(text[s:e])
+        pos = e
+    pieces.append(text[pos:])
+    pieces = [p for p in pieces if p]  # a cut at the very start or end leaves no piece
+    if len(pieces) > max_pieces:
+        return Excision([], [text], True, benchmark, len(spans))
+    kept = [p for p in pieces if len(p) >= min_piece]
+    removed += [p for p in pieces if len(p) < min_piece]
+    return Excision(kept, removed, False, benchmark, len(spans))
+
+
+def decontaminate_batch(table: pa.Table, index: NgramIndex, ignored: set[int] | np.ndarray, window: int = 200,
+                        min_piece: int = 200, max_pieces: int = 10) -> tuple[list[tuple[int, Excision]], dict]:
+    """Pass 2 over one batch (columns id, text): the excision of every document with at least
+    one collision that is not ignored; documents without one are unchanged (not listed)."""
+    texts = table["text"].combine_chunks() if isinstance(table["text"], pa.ChunkedArray) else table["text"]
+    w = words(texts)
+    docs, first, h, bench = training_collisions(w, index)
+    ignored = np.asarray(sorted(ignored) if isinstance(ignored, set) else ignored, dtype=np.uint64)
+    keep = ~np.isin(h, ignored) if len(ignored) else np.ones(len(h), bool)
+    docs, first, bench = docs[keep], first[keep], bench[keep]
+    out = []
+    py_texts = None
+    for d in np.unique(docs):
+        if py_texts is None:
+            py_texts = texts.to_pylist()
+        m = docs == d
+        fs = first[m]
+        spans = [(int(w.start[f]), int(w.end[f + TRAIN_N - 1])) for f in fs]
+        first_bench = index.names[int(bench[m][np.argmin(fs)])]
+        out.append((int(d), excise(py_texts[d], spans, first_bench, window, min_piece, max_pieces)))
+    return out, {"collisions": int(keep.sum()), "ignored": int((~keep).sum())}
+
+
+# --------------------------------------------------------------------------- benchmark side
+
+def benchmark_matches(w: Words, index: NgramIndex) -> dict[int, np.ndarray]:
+    """For each benchmark-side N: the distinct N-gram hashes of the batch that are in the index,
+    and the document (row in the batch) of their first occurrence."""
+    out = {}
+    for size in sorted(set(index.n.values())):
+        h, first = ngram_hashes(w, size)
+        pos = index.lookup(size, h)
+        hit = pos >= 0
+        if hit.any():
+            hh, dd = h[hit], w.doc[first[hit]]
+            uniq, where = np.unique(hh, return_index=True)
+            out[size] = (uniq, dd[where])
+    return out
+
+
+def dirty_examples(index: NgramIndex, matched: dict[int, set[int] | np.ndarray]) -> dict[str, dict[int, int]]:
+    """{benchmark: {example index: one matched n-gram hash}} from the matched hashes per N."""
+    out: dict[str, dict[int, int]] = {name: {} for name in index.names}
+    for bi, name in enumerate(index.names):
+        size = index.n[name]
+        h, b, e = index.tables[size]
+        m = np.asarray(sorted(matched.get(size, ())), dtype=np.uint64)
+        sel = (b == bi) & np.isin(h, m)
+        for hv, ex in zip(h[sel], e[sel]):
+            out[name].setdefault(int(ex), int(hv))
+    return out

@@ -1,0 +1,108 @@
+"""Benchmark loaders: JSONL (.gz/.zst), JSON (a list, or {"data": [...]}), Parquet and CSV, one
+file or a folder of them, with a field mapping that says which fields make an example's text.
+
+The default mapping takes ``text`` when present, else joins the usual fields (context,
+question, choices, answer, ...). The 14 sets in ../shared/data/benchmarks load with no options.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+
+from .appendix_c import Benchmark
+
+DEFAULT_FIELDS = ("text", "context", "passage", "ctx", "question", "query", "goal", "sentence", "premise",
+                  "hypothesis", "choices", "endings", "options", "sol1", "sol2", "answer", "answers")
+SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".json.gz", ".parquet", ".csv")
+
+
+class BenchmarkError(ValueError):
+    """A benchmark file that cannot be read: one line naming file and record."""
+
+
+def _flatten(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, list | tuple):
+        return " ".join(_flatten(x) for x in v)
+    if isinstance(v, dict):
+        return " ".join(_flatten(x) for x in v.values())
+    return str(v)
+
+
+def example_text(row: dict, fields: list[str] | None) -> str:
+    if fields:
+        return " ".join(_flatten(row.get(f)) for f in fields if row.get(f) is not None)
+    if isinstance(row.get("text"), str):
+        return row["text"]
+    return " ".join(_flatten(row[f]) for f in DEFAULT_FIELDS if f in row)
+
+
+def _rows(path: str) -> list[dict]:
+    from siftmix.pipeline.readers import open_binary
+
+    lower = path.lower()
+    if lower.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    with open_binary(path) as fh:
+        data = fh.read()
+    text = data.decode("utf-8")
+    if lower.endswith(".csv"):
+        return list(csv.DictReader(io.StringIO(text)))
+    if ".jsonl" in lower:
+        rows = []
+        for i, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+0085 etc. occur inside strings
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise BenchmarkError(f"{path}: line {i}: invalid JSON ({err.msg})") from None
+        return rows
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise BenchmarkError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from None
+    if isinstance(obj, dict):
+        obj = next((v for v in obj.values() if isinstance(v, list)), [obj])
+    return obj
+
+
+def benchmark_name(path: str) -> str:
+    name = os.path.basename(path)
+    for s in sorted(SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(s):
+            return name[: -len(s)]
+    return name
+
+
+def load_benchmark(path: str, name: str | None = None, fields: list[str] | None = None,
+                   id_field: str = "id") -> Benchmark:
+    rows = _rows(path)
+    ids, texts = [], []
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict):
+            raise BenchmarkError(f"{path}: record {i + 1} is not an object")
+        t = example_text(r, fields)
+        if not t.strip():
+            raise BenchmarkError(f"{path}: record {i + 1} has no text in fields {fields or list(DEFAULT_FIELDS)}")
+        ids.append(str(r.get(id_field, i)))
+        texts.append(t)
+    return Benchmark(name or benchmark_name(path), ids, texts)
+
+
+def load_benchmarks(paths: list[str], fields: list[str] | None = None) -> list[Benchmark]:
+    """Every benchmark file named, or found directly in a named folder (sorted by name)."""
+    files = []
+    for p in paths:
+        if os.path.isdir(p):
+            files += sorted(os.path.join(p, f) for f in os.listdir(p) if f.lower().endswith(SUFFIXES))
+        elif os.path.exists(p):
+            files.append(p)
+        else:
+            raise BenchmarkError(f"benchmark path does not exist: {p}")
+    return [load_benchmark(f, fields=fields) for f in files]

@@ -1,0 +1,183 @@
+"""Words and n-grams as GPT-3 appendix C defines them, vectorised over Arrow batches.
+
+A word is a whitespace-separated token (Python's ``str.split()`` whitespace), lowercased, with
+punctuation removed (ASCII punctuation and the common Unicode punctuation blocks, see
+:func:`is_punct`); tokens that are all punctuation are not words. Each word keeps the
+character span it came from, so that the training side can cut text around a collision.
+
+Words are hashed with 64-bit FNV-1a over their normalised UTF-8 bytes and n-grams with a
+polynomial over the word hashes, all in one numba pass per batch (no Python loop per word or
+per n-gram).
+"""
+
+from __future__ import annotations
+
+import string
+
+import numba
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+FNV_PRIME = np.uint64(0x100000001B3)
+NGRAM_PRIME = np.uint64(0x9E3779B97F4A7C15)
+
+_ASCII_PUNCT = np.zeros(128, dtype=np.bool_)
+for _c in string.punctuation:
+    _ASCII_PUNCT[ord(_c)] = True
+_SPACES = (0x9, 0xA, 0xB, 0xC, 0xD, 0x1C, 0x1D, 0x1E, 0x1F, 0x20, 0x85, 0xA0, 0x1680, 0x2028, 0x2029, 0x202F,
+           0x205F, 0x3000)
+
+
+@numba.njit(cache=True, inline="always")
+def _is_space(cp: int) -> bool:
+    if cp <= 0x20:
+        return cp == 0x20 or (0x9 <= cp <= 0xD) or (0x1C <= cp <= 0x1F)
+    if cp < 0x85:
+        return False
+    return (cp == 0x85 or cp == 0xA0 or cp == 0x1680 or (0x2000 <= cp <= 0x200A) or cp == 0x2028
+            or cp == 0x2029 or cp == 0x202F or cp == 0x205F or cp == 0x3000)
+
+
+@numba.njit(cache=True, inline="always")
+def _is_punct(cp: int, ascii_punct) -> bool:
+    if cp < 128:
+        return ascii_punct[cp]
+    return ((0x2010 <= cp <= 0x2027) or (0x2030 <= cp <= 0x205E) or cp == 0xA1 or cp == 0xAB or cp == 0xB7
+            or cp == 0xBB or cp == 0xBF or (0x3001 <= cp <= 0x3003) or (0x3008 <= cp <= 0x3011))
+
+
+def is_punct(ch: str) -> bool:
+    """The punctuation that words lose (the same rule as the numba kernel)."""
+    return bool(_is_punct(ord(ch), _ASCII_PUNCT))
+
+
+@numba.njit(cache=True)
+def _scan(data, offsets, ascii_punct):
+    """Words of every document: (doc index, FNV-1a hash, start char, end char)."""
+    n_docs = len(offsets) - 1
+    cap = len(data) // 1 + 1
+    doc_of = np.empty(cap, np.int32)
+    hashes = np.empty(cap, np.uint64)
+    starts = np.empty(cap, np.int64)
+    ends = np.empty(cap, np.int64)
+    nw = 0
+    for d in range(n_docs):
+        i = offsets[d]
+        end = offsets[d + 1]
+        ch = 0  # character index within the document
+        in_tok = False
+        h = FNV_OFFSET
+        has = False
+        tok_start = 0
+        while i < end:
+            b = data[i]
+            if b < 0x80:
+                cp = b
+                ln = 1
+            elif b < 0xE0:
+                cp = ((b & 0x1F) << 6) | (data[i + 1] & 0x3F)
+                ln = 2
+            elif b < 0xF0:
+                cp = ((b & 0x0F) << 12) | ((data[i + 1] & 0x3F) << 6) | (data[i + 2] & 0x3F)
+                ln = 3
+            else:
+                cp = ((b & 0x07) << 18) | ((data[i + 1] & 0x3F) << 12) | ((data[i + 2] & 0x3F) << 6) | (data[i + 3] & 0x3F)
+                ln = 4
+            if _is_space(cp):
+                if in_tok and has:
+                    doc_of[nw] = d
+                    hashes[nw] = h
+                    starts[nw] = tok_start
+                    ends[nw] = ch
+                    nw += 1
+                in_tok = False
+            else:
+                if not in_tok:
+                    in_tok = True
+                    h = FNV_OFFSET
+                    has = False
+                    tok_start = ch
+                if not _is_punct(cp, ascii_punct):
+                    has = True
+                    for k in range(ln):
+                        h = (h ^ np.uint64(data[i + k])) * FNV_PRIME
+            i += ln
+            ch += 1
+        if in_tok and has:
+            doc_of[nw] = d
+            hashes[nw] = h
+            starts[nw] = tok_start
+            ends[nw] = ch
+            nw += 1
+    return doc_of[:nw], hashes[:nw], starts[:nw], ends[:nw]
+
+
+def lowercase(text: pa.Array) -> pa.Array:
+    """Unicode lowercase where it keeps the length in characters (so spans stay valid), ASCII
+    lowercase for the rare documents where it would not (e.g. U+0130)."""
+    low = pc.utf8_lower(text)
+    same = pc.equal(pc.utf8_length(low), pc.utf8_length(text))
+    if pc.all(pc.fill_null(same, True)).as_py():
+        return low
+    return pc.if_else(same, low, pc.ascii_lower(text))
+
+
+class Words:
+    """The words of a batch of documents (flat arrays, grouped by document)."""
+
+    __slots__ = ("doc", "hash", "start", "end", "n_docs", "doc_start")
+
+    def __init__(self, doc, hash_, start, end, n_docs):
+        self.doc, self.hash, self.start, self.end, self.n_docs = doc, hash_, start, end, n_docs
+        self.doc_start = np.searchsorted(doc, np.arange(n_docs + 1))  # words of doc d: [doc_start[d], doc_start[d+1])
+
+
+def words(text: pa.Array | pa.ChunkedArray | list[str]) -> Words:
+    if isinstance(text, list):
+        text = pa.array(text, pa.large_string())
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    text = pc.fill_null(text.cast(pa.large_string()), "")
+    low = lowercase(text)
+    if isinstance(low, pa.ChunkedArray):
+        low = low.combine_chunks()
+    bufs = low.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=np.int64, count=len(low) + 1 + low.offset)[low.offset:]
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+    doc, h, s, e = _scan(data, offsets, _ASCII_PUNCT)
+    return Words(doc, h, s, e, len(low))
+
+
+def ngram_hashes(w: Words, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hashes of every n-gram that lies inside one document, and the index of its first word."""
+    if len(w.hash) < n:
+        return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    m = len(w.hash) - n + 1
+    h = np.zeros(m, dtype=np.uint64)
+    for k in range(n):  # n vectorised steps, not a loop per n-gram
+        h = h * NGRAM_PRIME + w.hash[k:k + m]
+    first = np.arange(m)
+    same_doc = w.doc[:m] == w.doc[n - 1:]
+    return h[same_doc], first[same_doc]
+
+
+def normalized_words(text: str) -> list[str]:
+    """The words of one text, as strings (reports; the oracle's definition in plain Python)."""
+    low = pc.utf8_lower(pa.array([text], pa.large_string()))[0].as_py()  # the same case table
+    if len(low) != len(text):
+        low = "".join(c.lower() if c.isascii() else c for c in text)
+    out = []
+    for tok in low.split():
+        w = "".join(c for c in tok if not is_punct(c))
+        if w:
+            out.append(w)
+    return out
+
+
+def word_hash(word: str) -> int:
+    h = int(FNV_OFFSET)
+    for b in word.encode("utf-8"):
+        h = ((h ^ b) * int(FNV_PRIME)) & 0xFFFFFFFFFFFFFFFF
+    return h
