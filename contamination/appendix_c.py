@@ -153,18 +153,18 @@ def decontaminate_batch(table: pa.Table, index: NgramIndex, ignored: set[int] | 
 
 # --------------------------------------------------------------------------- benchmark side
 
-def benchmark_matches(w: Words, index: NgramIndex) -> dict[int, np.ndarray]:
+def benchmark_matches(w: Words, index: NgramIndex) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """For each benchmark-side N: the distinct N-gram hashes of the batch that are in the index,
-    and the document (row in the batch) of their first occurrence."""
+    with the document (row in the batch) and first word of their first occurrence."""
     out = {}
     for size in sorted(set(index.n.values())):
         h, first = ngram_hashes(w, size)
         pos = index.lookup(size, h)
         hit = pos >= 0
         if hit.any():
-            hh, dd = h[hit], w.doc[first[hit]]
+            hh, ff = h[hit], first[hit]
             uniq, where = np.unique(hh, return_index=True)
-            out[size] = (uniq, dd[where])
+            out[size] = (uniq, w.doc[ff[where]], ff[where])
     return out
 
 

@@ -295,6 +295,80 @@ def mix(
     print(stage_dir(cfg, "mix"))
 
 
+def _run_until(cfg, stage: str, force: bool, address: str | None, workers: int | None, **kw):
+    from .ray_runner import ray_session
+    from .runner import STAGE_RUNNERS, previous_stage
+
+    with ray_session(cfg.ray, address=address, log=_log):
+        prev = previous_stage(cfg, stage)
+        for st in cfg.stages[: cfg.stages.index(prev) + 1]:
+            STAGE_RUNNERS[st](cfg, workers=workers, console=err_console, log=_log)  # skipped if finished
+        return STAGE_RUNNERS[stage](cfg, force=force, workers=workers, console=err_console, log=_log, **kw)
+
+
+@app.command()
+@guarded
+def decontam(config: ConfigArg, force: ForceOpt = False, address: AddressOpt = None, workers: WorkersOpt = None):
+    """Remove benchmark contamination from the training data (GPT-3 appendix C) and report it.
+
+    Every 13-gram shared with a benchmark is cut out with 200 characters on each side; 13-grams in
+    more than 10 documents are ignored as boilerplate. Writes RUN_DIR/30_decontam (data, rejected,
+    audit.json, audit.md, audit.html).
+
+    Examples:
+
+        siftmix decontam configs/demo.yaml
+
+        siftmix decontam configs/gpt3.yaml --workers 32
+    """
+    from .runner import stage_dir
+
+    cfg = load_config(config)
+    if "decontam" not in cfg.stages:
+        _fail(f"config error in {config}: decontam.benchmarks is empty (which benchmarks to check?)", 2)
+    _run_until(cfg, "decontam", force, address, workers)
+    print(stage_dir(cfg, "decontam"))
+
+
+@app.command()
+@guarded
+def audit(
+    config: Annotated[Path | None, typer.Argument(help="run configuration (YAML); or use --input", show_default=False)] = None,
+    inputs: Annotated[list[str] | None, typer.Option("--input", "-i", help="dataset files or folders (JSONL, Parquet, ...)")] = None,
+    benchmarks: Annotated[list[str] | None, typer.Option("--benchmarks", "-b", help="benchmark files or folders")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="output folder for --input")] = None,
+    force: ForceOpt = False, address: AddressOpt = None, workers: WorkersOpt = None,
+):
+    """Report which benchmark examples occur in a dataset; never changes the data.
+
+    With CONFIG, audits the output of the stage before decontam (into RUN_DIR/30_audit). With
+    --input, audits any dataset: it is read into OUT/00_ingest and reported in OUT/30_audit.
+
+    Examples:
+
+        siftmix audit configs/demo.yaml
+
+        siftmix audit -i my_corpus/ -b ../shared/data/benchmarks -o audit-out
+    """
+    if (config is None) == (not inputs):
+        _fail("give either a CONFIG file or --input, --benchmarks and --out", 2)
+    if config is not None:
+        cfg = load_config(config)
+        if not cfg.decontam.benchmarks:
+            _fail(f"config error in {config}: decontam.benchmarks is empty (which benchmarks to check?)", 2)
+    else:
+        if not benchmarks or out is None:
+            _fail("--input needs --benchmarks and --out", 2)
+        cfg = config_from_dict({"run_dir": str(out), "stages": ["ingest", "decontam"],
+                                "sources": [{"name": "dataset", "paths": inputs}],
+                                "ingest": {"min_chars": 1}, "decontam": {"benchmarks": benchmarks}},
+                               base_dir=os.getcwd(), where="command line")
+    if "decontam" not in cfg.stages:
+        cfg.stages = [s for s in ("ingest", "quality", "decontam", "mix") if s in [*cfg.stages, "decontam"]]
+    _run_until(cfg, "decontam", force, address, workers, audit_only=True)
+    print(os.path.join(cfg.run_dir, "30_audit", "audit.html"))
+
+
 @app.command("demo-data")
 @guarded
 def demo_data(

@@ -29,7 +29,7 @@ FORMATS = ("auto", "wet", "warc", "jsonl", "parquet", "txt")
 Format = Literal["auto", "wet", "warc", "jsonl", "parquet", "txt"]
 
 #: Stages in pipeline order. Later issues add dedup, decontam and mix.
-STAGE_ORDER = ("ingest", "quality", "mix")
+STAGE_ORDER = ("ingest", "quality", "decontam", "mix")
 
 
 class ConfigError(ValueError):
@@ -163,6 +163,31 @@ class QualityConfig(_Strict):
         return full
 
 
+class DecontamConfig(_Strict):
+    """GPT-3 appendix C: 13-gram decontamination of the training side, N-gram audit of the benchmarks."""
+
+    benchmarks: list[str] = Field(default_factory=list, description="benchmark files or folders (JSONL, JSON, Parquet, CSV)")
+    fields: list[str] | None = Field(None, description="fields that make an example's text (default: text, else the usual ones)")
+    min_n: int = Field(8, ge=1, le=13, description="benchmark-side N is the 5th percentile of example length, at least this")
+    max_docs: int = Field(10, ge=1, description="13-grams in more than this many training documents are ignored (boilerplate)")
+    window: int = Field(200, ge=0, description="characters removed on each side of a colliding 13-gram")
+    min_piece: int = Field(200, ge=0, description="pieces shorter than this are dropped")
+    max_pieces: int = Field(10, ge=1, description="a document split into more pieces is dropped whole")
+    snippet_chars: int = Field(200, ge=0, description="training text shown on each side of a match in the reports")
+    batch_rows: int = Field(2048, gt=0)
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _bench_paths(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        out = []
+        for p in v:
+            full = _resolve(p, info)
+            if not os.path.exists(full):
+                raise ValueError(f"path does not exist: {p!r}")
+            out.append(full)
+        return out
+
+
 GPT3_WEIGHTS = {"common_crawl": 0.60, "webtext2": 0.22, "books1": 0.08, "books2": 0.08, "wikipedia": 0.02}
 
 
@@ -205,10 +230,12 @@ class RayConfig(_Strict):
 class RunConfig(_Strict):
     run_dir: str = "runs/siftmix"
     seed: int = 0
-    stages: list[Literal["ingest", "quality", "mix"]] = Field(default_factory=lambda: list(STAGE_ORDER))
+    stages: list[Literal["ingest", "quality", "decontam", "mix"]] | None = Field(
+        None, description="default: every stage (decontam only when decontam.benchmarks is set)")
     sources: list[SourceConfig] = Field(min_length=1)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
+    decontam: DecontamConfig = Field(default_factory=DecontamConfig)
     mix: MixConfig = Field(default_factory=MixConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
 
@@ -216,6 +243,17 @@ class RunConfig(_Strict):
     @classmethod
     def _run_dir(cls, v: str, info: ValidationInfo) -> str:
         return _resolve(v, info)
+
+    @model_validator(mode="after")
+    def _default_stages(self) -> RunConfig:
+        stages = self.stages
+        if stages is None:
+            stages = [st for st in STAGE_ORDER if st != "decontam" or self.decontam.benchmarks]
+        elif "decontam" in stages and not self.decontam.benchmarks:
+            raise ValueError("decontam.benchmarks: required when stages include decontam")
+        # pipeline order; set without re-validating (validate_assignment would recurse)
+        object.__setattr__(self, "stages", [st for st in STAGE_ORDER if st in stages])
+        return self
 
     @model_validator(mode="after")
     def _unique_sources(self) -> RunConfig:

@@ -282,6 +282,15 @@ def generate(out: str, nbytes: int, seed: int = 0, log: Callable[[str], None] | 
         t = w.prose(rng.randint(1000, 6000))
         webtext.append({"id": f"webtext2-{len(webtext):07d}", "text": t, "url": f"https://reddit-linked.example/{_uuid(rng)[:8]}"})
         budget -= len(t)
+    # a few benchmark passages in WebText2 too: curated text is not quality-filtered, so these
+    # survive to the decontamination stage of a full run
+    for name, rows in sorted(benches.items()):
+        for ex in rng.sample(rows, max(1, len(rows) // 100)):
+            host = rng.choice(webtext)
+            paras = host["text"].split("\n\n")
+            paras.insert(rng.randint(0, len(paras)), ex["text"])
+            host["text"] = "\n\n".join(paras)
+            truth["contamination"].append({"benchmark": name, "example": ex["id"], "doc": host["id"]})
     per = max(1, len(webtext) // 4 + 1)
     for k in range(0, len(webtext), per):
         p = os.path.join(out, "webtext2", f"webtext2-{k // per:03d}.jsonl.gz")
@@ -411,4 +420,6 @@ sources:
     paths: wikipedia/
 ingest:
   min_chars: 200
+decontam:
+  benchmarks: [benchmarks]
 """

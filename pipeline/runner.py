@@ -16,7 +16,7 @@ from .ray_runner import Progress, map_actors, map_tasks, ray_session
 from .readers import source_files
 from .stage import files_fingerprint, is_finished, read_manifest, stage_output
 
-STAGE_DIRS = {"ingest": "00_ingest", "quality": "10_quality", "mix": "40_mix"}
+STAGE_DIRS = {"ingest": "00_ingest", "quality": "10_quality", "decontam": "30_decontam", "mix": "40_mix"}
 
 
 class StageError(RuntimeError):
@@ -373,6 +373,126 @@ def run_quality(cfg: RunConfig, *, force: bool = False, workers: int | None = No
     return manifest
 
 
+# --------------------------------------------------------------------------- decontam
+
+def _scan_task(task: dict, index, cfg: dict) -> dict:
+    from siftmix.contamination.shard import scan_shard
+
+    from .config import DecontamConfig
+
+    return scan_shard(task["path"], index, DecontamConfig.model_construct(**cfg))
+
+
+def _excise_task(task: dict, index, ignored, cfg: dict, out_dir: str, keep_text: bool, max_bytes: int) -> dict:
+    from siftmix.contamination.shard import excise_shard
+
+    from .config import DecontamConfig
+
+    return excise_shard(task["path"], out_dir, index, ignored, DecontamConfig.model_construct(**cfg), keep_text, max_bytes)
+
+
+def decontam_config_hash(cfg: RunConfig, audit_only: bool) -> str:
+    d = cfg.decontam
+    bench_files = []
+    for p in d.benchmarks:
+        bench_files += [os.path.join(p, f) for f in sorted(os.listdir(p))] if os.path.isdir(p) else [p]
+    return stable_hash({"stage": "decontam", "audit_only": audit_only, "decontam": d.model_dump(),
+                        "benchmarks": files_fingerprint(bench_files), "keep_rejected_text": cfg.ingest.keep_rejected_text})
+
+
+def run_decontam(cfg: RunConfig, *, force: bool = False, workers: int | None = None, console=None,
+                 log: Callable[[str], None] = print, progress: bool = True, audit_only: bool = False) -> dict:
+    """GPT-3 appendix C. Pass 1 counts, per benchmark 13-gram, the training documents holding it
+    and finds the dirty benchmark examples; pass 2 (not for an audit) cuts the collisions out.
+    Writes audit.json / audit.md / audit.html beside the data."""
+    import time
+
+    from siftmix.contamination.appendix_c import NgramIndex
+    from siftmix.contamination.benchmarks import BenchmarkError, load_benchmarks
+    from siftmix.contamination.report import build_audit, write_reports
+
+    name = "audit" if audit_only else "decontam"
+    prev = previous_stage(cfg, "decontam")
+    in_dir, m_in = upstream(cfg, prev)
+    out_dir = os.path.join(cfg.run_dir, "30_audit") if audit_only else stage_dir(cfg, "decontam")
+    chash, fp = decontam_config_hash(cfg, audit_only), m_in["output_fingerprint"]
+    if not force and (m := is_finished(out_dir, chash, fp)):
+        log(f"{name}: finished earlier, skipped ({out_dir})")
+        return m
+    d = cfg.decontam
+    try:
+        benches = load_benchmarks(d.benchmarks, d.fields)
+    except (BenchmarkError, UnicodeDecodeError, OSError) as err:
+        raise StageError(f"{name}: {err}") from None
+    if not benches:
+        raise StageError(f"{name}: no benchmark files found in {', '.join(d.benchmarks)}")
+    t0 = time.time()
+    index = NgramIndex.build(benches, d.min_n)
+    index_s = time.time() - t0
+    index_bytes = sum(a.nbytes for t in index.tables.values() for a in t)
+    log(f"{name}: {len(benches)} benchmarks, {sum(len(b.texts) for b in benches):,} examples, "
+        f"{len(index.tables[13][0]):,} 13-grams indexed in {index_s:.1f}s ({index_bytes / 2**20:.1f} MiB)")
+    workers = workers or cfg.ray.workers
+    shards = [os.path.join(in_dir, "data", f) for f in sorted(shard_sources(m_in))]
+    dcfg = d.model_dump()
+    with stage_output(out_dir) as out:
+        bar = Progress(f"{name}: scan", len(shards), console=console, enabled=progress, unit="shards")
+        all_h, all_c, dirty = [], [], {}
+        for r in map_tasks(_scan_task, [{"path": f} for f in shards], workers=workers, fn_kwargs={"index": index, "cfg": dcfg}):
+            all_h.append(np.frombuffer(r["hashes"], np.uint64))
+            all_c.append(np.frombuffer(r["counts"], np.int64))
+            for k, v in r["dirty"].items():
+                if k not in dirty or v["doc"] < dirty[k]["doc"]:
+                    dirty[k] = v
+            bar.advance()
+        bar.close()
+        h = np.concatenate(all_h) if all_h else np.zeros(0, np.uint64)
+        c = np.concatenate(all_c) if all_c else np.zeros(0, np.int64)
+        uh, inv = np.unique(h, return_inverse=True)
+        docs_per_gram = np.bincount(inv, weights=c).astype(np.int64) if len(h) else np.zeros(0, np.int64)
+        ignored = uh[docs_per_gram > d.max_docs]
+        training = {"documents_in": m_in["counts"]["kept"], "colliding_13grams": int(len(uh)),
+                    "ngrams_ignored_as_boilerplate": int(len(ignored))}
+        results = []
+        if not audit_only:
+            bar = Progress(f"{name}: excise", len(shards), console=console, enabled=progress, unit="shards")
+            for r in map_tasks(_excise_task, [{"path": f} for f in shards], workers=workers,
+                               fn_kwargs={"index": index, "ignored": ignored, "cfg": dcfg, "out_dir": out.tmp,
+                                          "keep_text": cfg.ingest.keep_rejected_text, "max_bytes": cfg.ingest.shard_max_bytes}):
+                results.append(r)
+                bar.advance()
+            bar.close()
+            results.sort(key=lambda r: r["file"])
+            chars_in = sum(r["chars_in"] for r in results)
+            chars_kept = sum(r["chars_kept"] for r in results)
+            chars_rej = sum(r["chars_rejected"] for r in results)
+            if chars_in != chars_kept + chars_rej:
+                raise StageError(f"decontam: characters do not add up ({chars_in} in, {chars_kept} kept, {chars_rej} rejected)")
+            training.update({"documents_cut": sum(r["documents_cut"] for r in results),
+                             "documents_dropped": sum(sum(r["rejected"].values()) for r in results),
+                             "collisions": sum(r["collisions"] for r in results),
+                             "collisions_ignored": sum(r["ignored"] for r in results),
+                             "chars_in": chars_in, "chars_kept": chars_kept, "chars_removed": chars_rej})
+        audit = build_audit(benches, index, dirty, training, {k: v for k, v in dcfg.items() if k != "batch_rows"})
+        write_reports(audit, out.tmp)
+        counts = summarize(results) if results else {"in": m_in["counts"]["kept"], "kept": m_in["counts"]["kept"], "rejected": 0}
+        if results and counts["in"] != counts["kept"] + counts["rejected"]:
+            raise StageError(f"decontam: counts do not add up ({counts})")
+        manifest = out.commit({
+            "stage": name, "config_hash": chash, "input_fingerprint": fp, "input_stage": prev,
+            "config": {"decontam": dcfg}, "counts": counts, "training_side": training,
+            "benchmarks": [{k: v for k, v in b.items() if k != "dirty_examples"} for b in audit["benchmarks"]],
+            "index": {"build_s": round(index_s, 3), "bytes": int(index_bytes), "ngrams_13": int(len(index.tables[13][0]))},
+            "files": results,
+        })
+    dirty_total = sum(b["dirty"] for b in audit["benchmarks"])
+    log(f"{name}: {dirty_total} dirty benchmark examples across {len(benches)} benchmarks"
+        + ("" if audit_only else f"; {training['documents_cut']} training documents cut, "
+           f"{training['documents_dropped']} dropped, {training['ngrams_ignored_as_boilerplate']} boilerplate 13-grams ignored")
+        + f"; report: {os.path.join(out_dir, 'audit.html')}")
+    return manifest
+
+
 # --------------------------------------------------------------------------- mix
 
 def previous_stage(cfg: RunConfig, stage: str) -> str:
@@ -625,7 +745,7 @@ def get_tok_dtype(name: str) -> str:
 
 # --------------------------------------------------------------------------- whole run
 
-STAGE_RUNNERS = {"ingest": run_ingest, "quality": run_quality, "mix": run_mix}
+STAGE_RUNNERS = {"ingest": run_ingest, "quality": run_quality, "decontam": run_decontam, "mix": run_mix}
 
 
 def run_pipeline(cfg: RunConfig, *, force: bool = False, address: str | None = None, workers: int | None = None,

@@ -100,7 +100,7 @@ def fast(docs, benchmarks, max_docs=10):
         assert "".join(e.pieces) + "".join(e.removed) != "" or docs[doc] == ""
         assert sum(map(len, e.pieces)) + sum(map(len, e.removed)) == len(docs[doc])  # chars add up
         result[doc] = ("dropped" if e.dropped else e.pieces, e.benchmark)
-    matched = {size: set(int(x) for x in u) for size, (u, _) in benchmark_matches(w, index).items()}
+    matched = {size: set(int(x) for x in u) for size, (u, _, _) in benchmark_matches(w, index).items()}
     dirty = {k: set(v) for k, v in dirty_examples(index, matched).items()}
     return result, dirty
 
