@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/pip --disable-pip-version-check
 DEMO_SIZE ?= 10MB
 
-.PHONY: install demo test test-fast bench lint clean
+.PHONY: install demo test test-fast bench lint clean chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,14 @@ demo: install
 	@echo ""
 	@echo "Demo run finished: runs/demo (manifests: runs/demo/*/_manifest.json)"
 
-test: install
+test: install chromium
 	$(BIN)/python -m pytest -q
+
+# Debian's chromium for the report tests (headless); skipped with a note where it cannot be installed
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; } || \
+	  echo "note: chromium is not installed; the browser test of audit.html will be skipped"
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not integration"

@@ -23,6 +23,7 @@ import pyarrow as pa
 from .ngrams import Words, ngram_hashes, words
 
 TRAIN_N = 13
+FILTER_BITS = 26
 
 
 @dataclass
@@ -40,6 +41,9 @@ class NgramIndex:
     names: list[str]
     n: dict[str, int]
     tables: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    #: per table, a bitmap over the top FILTER_BITS bits of the hashes (8 MiB): most n-grams of a
+    #: training document are in no benchmark, and the bitmap rejects them before any search
+    filters: dict[int, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def build(cls, benchmarks: list[Benchmark], min_n: int = 8, max_n: int = 13) -> NgramIndex:
@@ -61,17 +65,25 @@ class NgramIndex:
             e = np.concatenate([p[2] for p in parts])
             order = np.lexsort((e, b, h))
             idx.tables[size] = (h[order], b[order], e[order])
+            bits = np.zeros(1 << FILTER_BITS, dtype=bool)
+            bits[(h >> np.uint64(64 - FILTER_BITS)).astype(np.int64)] = True
+            idx.filters[size] = np.packbits(bits, bitorder="little")
         return idx
 
     def lookup(self, size: int, h: np.ndarray) -> np.ndarray:
         """Position in the size-table of each hash's first entry, or -1 (vectorised)."""
         table = self.tables.get(size)
-        if table is None or len(h) == 0:
-            return np.full(len(h), -1, np.int64)
+        out = np.full(len(h), -1, np.int64)
+        if table is None or len(h) == 0 or len(table[0]) == 0:
+            return out
+        top = (h >> np.uint64(64 - FILTER_BITS)).astype(np.int64)
+        maybe = np.nonzero((self.filters[size][top >> 3] >> (top & 7).astype(np.uint8)) & 1)[0]
         keys = table[0]
-        pos = np.searchsorted(keys, h)
+        pos = np.searchsorted(keys, h[maybe])
         pos_c = np.minimum(pos, len(keys) - 1)
-        return np.where((pos < len(keys)) & (keys[pos_c] == h), pos_c, -1)
+        found = (pos < len(keys)) & (keys[pos_c] == h[maybe])
+        out[maybe[found]] = pos_c[found]
+        return out
 
 
 # --------------------------------------------------------------------------- training side

@@ -113,7 +113,8 @@ def to_html(audit: dict) -> str:
             f'<div class="ex"><div>{_marked(e["text"], e["example_span"])}</div>'
             f'<div>{_marked(e["train_snippet"], e["train_span"])}</div></div>'
             for e in b["dirty_examples"][:200])
-        details.append(f'<details><summary>{html.escape(b["name"])}: {b["dirty"]} dirty examples</summary>{items}</details>')
+        opened = " open" if not details else ""
+        details.append(f'<details{opened}><summary>{html.escape(b["name"])}: {b["dirty"]} dirty examples</summary>{items}</details>')
     t = audit["training_side"]
     training = "".join(f"<li>{html.escape(k.replace('_', ' '))}: {html.escape(str(v))}</li>" for k, v in t.items())
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>siftmix contamination audit</title>'

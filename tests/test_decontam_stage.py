@@ -1,0 +1,151 @@
+"""The decontamination stage and the audit through a real local Ray: planted passages, boilerplate,
+determinism, characters that add up, the reports (in headless Chromium), the CLI."""
+
+import gzip
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from conftest import REPO, demo_sources, parquet_bytes, run_cli
+from siftmix.contamination.ngrams import normalized_words
+from siftmix.pipeline.config import config_from_dict
+from siftmix.pipeline.runner import run_decontam, run_ingest
+from siftmix.pipeline.shards import read_shards
+
+pytestmark = pytest.mark.integration
+
+
+def _quiet(*a, **k):
+    pass
+
+
+def _cfg(run_dir, sources, benchmarks, **decontam):
+    return config_from_dict({"run_dir": str(run_dir), "stages": ["ingest", "decontam"], "sources": sources,
+                             "ingest": {"min_chars": 200}, "decontam": {"benchmarks": benchmarks, **decontam}})
+
+
+def test_demo_planted_passages_found_and_cut_deterministically(ray_local, demo_corpus, tmp_path):
+    truth = json.loads((demo_corpus / "truth.json").read_text())["contamination"]
+    planted = {(t["benchmark"], t["example"]) for t in truth}
+    outs = []
+    for i, workers in enumerate((1, 2, 2)):
+        cfg = _cfg(tmp_path / f"r{i}", demo_sources(demo_corpus), [str(demo_corpus / "benchmarks")])
+        run_ingest(cfg, log=_quiet)
+        m = run_decontam(cfg, workers=workers, log=_quiet, progress=False)
+        stage = tmp_path / f"r{i}" / "30_decontam"
+        outs.append({**parquet_bytes(stage), "audit.json": (stage / "audit.json").read_bytes()})
+    assert outs[0] == outs[1] == outs[2]
+    audit = json.loads(outs[0]["audit.json"])
+    found = {(b["name"], e["id"]) for b in audit["benchmarks"] for e in b["dirty_examples"]}
+    assert found == planted  # all planted examples, nothing else (the demo text is random)
+    t = m["training_side"]
+    assert t["chars_in"] == t["chars_kept"] + t["chars_removed"] and t["documents_cut"] >= len({x["doc"] for x in truth}) - 5
+    c = m["counts"]
+    assert c["in"] == c["kept"] + c["rejected"]
+    docs = read_shards(str(tmp_path / "r0" / "30_decontam" / "data"))
+    rej = read_shards(str(tmp_path / "r0" / "30_decontam" / "rejected"))
+    assert any("#" in i for i in docs["id"].to_pylist())
+    assert set(rej["reason"].to_pylist()) <= {f"contaminated:{b}" for b in ("demo_qa", "demo_cloze", "demo_facts")}
+    bench_texts = {}
+    for f in (demo_corpus / "benchmarks").glob("*.jsonl"):
+        for line in f.read_text().splitlines():
+            r = json.loads(line)
+            bench_texts[r["id"]] = r["text"]
+    kept = "\n".join(docs["text"].to_pylist())
+    for _, ex in planted:
+        assert bench_texts[ex] not in kept  # every planted passage is gone from the data
+    # the audit alone reports the same and writes no data
+    audit_m = run_decontam(cfg, log=_quiet, progress=False, audit_only=True)
+    a2 = json.loads((tmp_path / "r2" / "30_audit" / "audit.json").read_text())
+    assert [b["dirty"] for b in a2["benchmarks"]] == [b["dirty"] for b in audit["benchmarks"]]
+    assert not (tmp_path / "r2" / "30_audit" / "data").exists() and audit_m["stage"] == "audit"
+
+
+def test_real_crawl_with_planted_benchmarks_and_boilerplate(ray_local, shared_data, tmp_path):
+    bench_dir = shared_data / "benchmarks"
+    pages = [json.loads(x) for x in gzip.open(shared_data / "cc" / "web_pages_dragnet.jsonl.gz")][:400]
+    rng = np.random.default_rng(1)
+    gsm = [json.loads(x) for x in gzip.open(bench_dir / "gsm8k_test.jsonl.gz")]
+    arc = [json.loads(x) for x in gzip.open(bench_dir / "arc_easy_test.jsonl.gz")]
+    planted = {}
+    for k, d in enumerate(rng.choice(len(pages), 30, replace=False)):
+        ex = gsm[k] if k % 2 == 0 else arc[k]
+        p = pages[d]["text"]
+        pages[d]["text"] = p[: len(p) // 2] + "\n" + ex["text"] + "\n" + p[len(p) // 2:]
+        planted[pages[d]["id"]] = ex
+    boiler = gsm[500]["text"]  # in 12 documents: boilerplate, ignored on the training side
+    boiler_docs = [pages[int(d)]["id"] for d in rng.choice(len(pages), 12, replace=False) if pages[int(d)]["id"] not in planted]
+    for p in pages:
+        if p["id"] in boiler_docs:
+            p["text"] += "\n" + boiler
+    (tmp_path / "crawl").mkdir()
+    (tmp_path / "crawl" / "pages.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pages))
+    cfg = _cfg(tmp_path / "run", [{"name": "common_crawl", "paths": [str(tmp_path / "crawl")]}], [str(bench_dir)])
+    run_ingest(cfg, log=_quiet)
+    m = run_decontam(cfg, log=_quiet, progress=False)
+    docs = read_shards(str(tmp_path / "run" / "30_decontam" / "data"))
+    text_of = {}
+    for i, t in zip(docs["id"].to_pylist(), docs["text"].to_pylist()):
+        text_of.setdefault(i.split("#")[0], []).append(t)
+    for doc, ex in planted.items():
+        if len(normalized_words(ex["text"])) >= 13:  # shorter examples have no 13-gram to cut
+            assert all(ex["text"] not in t for t in text_of.get(doc, []))  # found and excised
+    for doc in boiler_docs:
+        assert len(text_of[doc]) == 1 and boiler in text_of[doc][0] and doc in text_of  # ignored: untouched
+    assert m["training_side"]["ngrams_ignored_as_boilerplate"] > 0
+    audit = json.loads((tmp_path / "run" / "30_decontam" / "audit.json").read_text())
+    assert len(audit["benchmarks"]) == 14
+    dirty = {e["id"] for b in audit["benchmarks"] for e in b["dirty_examples"]}
+    n_of = {b["name"]: b["n"] for b in audit["benchmarks"]}
+    findable = {ex["id"] for ex in planted.values()
+                if len(normalized_words(ex["text"])) >= n_of[ex["id"].split(":")[0].replace("-", "_")]}
+    assert len(findable) >= 25 and findable <= dirty and gsm[500]["id"] in dirty
+    for b in audit["benchmarks"]:  # every other dirty example is a real match, shown with its snippet
+        for e in b["dirty_examples"]:
+            s, t = e["train_span"]
+            assert normalized_words(e["train_snippet"][s:t]) == normalized_words(e["ngram"]) and len(normalized_words(e["ngram"])) == b["n"]
+
+
+def _chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_audit_html_in_headless_chromium(ray_local, demo_corpus, tmp_path):
+    chrome = _chromium()
+    if chrome is None:
+        pytest.skip("chromium is not installed (make test installs Debian's chromium where it can)")
+    cfg = _cfg(tmp_path / "h", demo_sources(demo_corpus), [str(demo_corpus / "benchmarks")])
+    run_ingest(cfg, log=_quiet)
+    run_decontam(cfg, log=_quiet, progress=False)
+    page = tmp_path / "h" / "30_decontam" / "audit.html"
+    assert "http://" not in page.read_text().replace("http://www.w3.org/2000/svg", "")  # self-contained
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'chrome'}"]
+    dom = subprocess.run([chrome, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert dom.stdout.count('class="bench-row"') == 3 and "<mark>" in dom.stdout
+    art = REPO / "test-artifacts"
+    art.mkdir(exist_ok=True)
+    shot = art / "audit.png"
+    r = subprocess.run([chrome, *flags, f"--screenshot={shot}", "--window-size=1200,1600", page.as_uri()],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and shot.stat().st_size > 10_000
+
+
+def test_cli_audit_and_decontam(tmp_path, demo_corpus):
+    (tmp_path / "data").mkdir()
+    q = json.loads((demo_corpus / "benchmarks" / "demo_qa.jsonl").read_text().splitlines()[3])
+    (tmp_path / "data" / "d.jsonl").write_text(json.dumps({"text": "Some intro text here. " + q["text"] + " and more."}) + "\n")
+    r = run_cli("audit", "-i", tmp_path / "data", "-b", demo_corpus / "benchmarks", "-o", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("30_audit/audit.html")
+    a = json.loads((tmp_path / "out" / "30_audit" / "audit.json").read_text())
+    assert {e["id"] for b in a["benchmarks"] for e in b["dirty_examples"]} == {q["id"]}
+    assert json.loads((tmp_path / "data" / "d.jsonl").read_text())["text"].count(q["text"]) == 1  # untouched
+    p = tmp_path / "c.yaml"
+    p.write_text(f"run_dir: {tmp_path / 'run'}\nstages: [ingest]\nsources:\n  - {{name: web, paths: {tmp_path / 'data'}}}\n")
+    r = run_cli("decontam", p)
+    assert r.returncode == 2 and "decontam.benchmarks" in r.stderr
