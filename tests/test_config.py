@@ -77,6 +77,8 @@ def test_shipped_example_configs_are_valid(tmp_path):
             f.parent.mkdir(exist_ok=True)
             f.write_text("")
             s["paths"] = [str(f)]
+        if "decontam" in data:
+            data["decontam"]["benchmarks"] = [str(tmp_path)]
         cfg = config_from_dict(data, base_dir=tmp_path, where=name)
         assert [s.name for s in cfg.sources] == ["common_crawl", "webtext2", "books1", "books2", "wikipedia"]
         assert [s.filter for s in cfg.sources] == [True, False, False, False, False]

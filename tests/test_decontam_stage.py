@@ -149,3 +149,46 @@ def test_cli_audit_and_decontam(tmp_path, demo_corpus):
     p.write_text(f"run_dir: {tmp_path / 'run'}\nstages: [ingest]\nsources:\n  - {{name: web, paths: {tmp_path / 'data'}}}\n")
     r = run_cli("decontam", p)
     assert r.returncode == 2 and "decontam.benchmarks" in r.stderr
+
+
+def test_stage_equals_brute_force_oracle(ray_local, tmp_path):
+    """The whole stage through Ray (two passes, shards, ids) against the brute-force oracle."""
+    from test_appendix_c import VOCAB, oracle
+
+    from siftmix.contamination.benchmarks import load_benchmarks
+
+    rng = np.random.default_rng(42)
+    (tmp_path / "b").mkdir()
+    bench_rows = [{"id": f"q{i}", "text": " ".join(rng.choice(VOCAB, rng.integers(14, 30)))} for i in range(30)]
+    (tmp_path / "b" / "bench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in bench_rows))
+    docs = []
+    for i in range(300):
+        parts = [" ".join(rng.choice(VOCAB, rng.integers(40, 200)))]
+        for _ in range(rng.integers(0, 3) if i % 3 == 0 else 0):
+            parts += [bench_rows[rng.integers(30)]["text"], " ".join(rng.choice(VOCAB, rng.integers(50, 150)))]
+        docs.append(" ".join(parts))
+    docs += [" ".join(rng.choice(VOCAB, 100)) + " " + bench_rows[0]["text"] for _ in range(12)]  # boilerplate
+    (tmp_path / "in").mkdir()
+    for k in range(3):  # several input files, several shards
+        (tmp_path / "in" / f"part{k}.jsonl").write_text(
+            "".join(json.dumps({"id": f"d{i:04d}", "text": t}) + "\n" for i, t in enumerate(docs) if i % 3 == k))
+    cfg = _cfg(tmp_path / "run", [{"name": "web", "paths": [str(tmp_path / "in")]}], [str(tmp_path / "b")])
+    cfg.ingest.min_chars = 1
+    run_ingest(cfg, log=_quiet)
+    run_decontam(cfg, workers=2, log=_quiet, progress=False)
+    ingested = read_shards(str(tmp_path / "run" / "00_ingest" / "data"))
+    ids, texts = ingested["id"].to_pylist(), ingested["text"].to_pylist()
+    want_train, want_dirty = oracle(texts, load_benchmarks([str(tmp_path / "b")]))
+    out = read_shards(str(tmp_path / "run" / "30_decontam" / "data"))
+    got = {}
+    for i, t in zip(out["id"].to_pylist(), out["text"].to_pylist()):
+        got.setdefault(i.split("#")[0], []).append(t)
+    assert want_train  # the corpus is contaminated
+    for d, text in enumerate(texts):
+        if d in want_train:
+            pieces, _ = want_train[d]
+            assert got.get(ids[d], []) == ([] if pieces == "dropped" else pieces), ids[d]
+        else:
+            assert got[ids[d]] == [text]
+    audit = json.loads((tmp_path / "run" / "30_decontam" / "audit.json").read_text())
+    assert {int(e["id"][1:]) for e in audit["benchmarks"][0]["dirty_examples"]} == want_dirty["bench"]

@@ -93,9 +93,9 @@ def test_embedding_and_stacked_scorers_offline(ray_local, tmp_path, monkeypatch)
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     corpus = tmp_path / "small"
-    generate(str(corpus), 500_000, seed=2)
+    generate(str(corpus), 1_200_000, seed=2)
     cfg = _demo_cfg(tmp_path / "emb", corpus, scorer="both",
-                    train={"max_docs_per_class": 150},
+                    train={"max_docs_per_class": 400, "heldout_fraction": 0.2},
                     embedding={"reference_docs": 60, "calibration_docs": 40, "n_centroids": 4, "max_seq_length": 64})
     run_ingest(cfg, log=_quiet)
     m = run_quality(cfg, workers=1, log=_quiet, progress=False)
