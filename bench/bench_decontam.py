@@ -54,6 +54,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mb", type=float, default=32)
     ap.add_argument("--reference-mb", type=float, default=4, help="text the (slow) brute-force script runs on")
+    ap.add_argument("--name", default="decontam", help="result file: bench/results/NAME.json")
     args = ap.parse_args(argv)
     from siftmix.contamination.appendix_c import (
         NgramIndex,
@@ -130,7 +131,7 @@ def main(argv=None) -> dict:
     res["speedup_vs_reference"] = round(res["siftmix"]["mb_s_per_core"] / res["brute_force_reference"]["mb_s_per_core"], 1)
     res["target_speedup"] = 30
     print(json.dumps(res, indent=1))
-    print("wrote", write_result("decontam", res))
+    print("wrote", write_result(args.name, res))
     return res
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench import bench_ingest, bench_mix, bench_quality
+from bench import bench_decontam, bench_ingest, bench_mix, bench_quality
 
 
 def main() -> None:
@@ -22,6 +22,7 @@ def main() -> None:
     t0 = time.time()
     ingest = bench_ingest.main(["--size", "20MB", "--repeat", "2", "--name", "ingest-quick"] if args.quick else [])
     mix = bench_mix.main(["--size", "10MB", "--repeat", "1", "--name", "mix-quick"] if args.quick else [])
+    decontam = bench_decontam.main(["--mb", "8", "--reference-mb", "1", "--name", "decontam-quick"] if args.quick else [])
     quality = {} if args.quick else bench_quality.main([])
     print("\nsummary (overhead = siftmix time / bare loop time, per core)")
     for fmt, r in ingest["formats"].items():
@@ -31,6 +32,8 @@ def main() -> None:
     print(f"  mix counting: {c['siftmix_count_pass_tokens_s_per_core']:,} tokens/s/core vs bare "
           f"{c['bare_encode_ordinary_batch_tokens_s']:,} -> {c['overhead']:.2f}x (target 1.3); "
           f"stage {mix['stage']['mb_s_per_core_1_worker']} MB/s/core")
+    print(f"  decontam scan: {decontam['siftmix']['mb_s_per_core']} MB/s/core, "
+          f"{decontam['speedup_vs_reference']}x a brute-force appendix C script (target 30x)")
     if quality:
         sp = quality["speed"]
         print(f"  quality fastText: score path {sp['fasttext']['score_path_overhead']:.2f}x, shard work "
