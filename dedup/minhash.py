@@ -1,0 +1,119 @@
+"""MinHash signatures of word shingles, vectorised over whole batches.
+
+Shingles are n consecutive words (n = 5 by default) with the words defined as in the
+decontamination stage (whitespace tokens, lowercased, punctuation removed). Two hash families:
+
+* **default (fast)**: each shingle's 64-bit polynomial hash from the numba word scan
+  (:func:`siftmix.contamination.ngrams.ngram_hashes`), folded to 32 bits — no Python per shingle;
+* **datasketch-compatible**: ``hashfunc`` (datasketch's ``sha1_hash32`` by default) applied to
+  the shingle's bytes (``" ".join(words).encode()``), one Python call per shingle (use it to
+  check against or to interoperate with datasketch, not on the hot path).
+
+Either way the permutations are datasketch 2.0's, drawn from ``np.random.RandomState(seed)``
+exactly as ``datasketch.MinHash`` draws them, for ``scheme="affine32"`` (MurmurHash3 finalizer,
+then ``a*h + b`` mod 2^32) or ``scheme="legacy"`` (``(a*h + b) mod (2^61 - 1)``, low 32 bits):
+with the same shingle hashes, num_perm, seed and scheme the signatures equal datasketch's
+``MinHash.hashvalues`` bit for bit. An empty document gets the all-max signature, as datasketch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+from siftmix.contamination.ngrams import ngram_hashes, words
+
+MERSENNE = np.uint64((1 << 61) - 1)
+MAX32 = np.uint64((1 << 32) - 1)
+SCHEMES = ("affine32", "legacy")
+
+
+def permutations(num_perm: int, seed: int, scheme: str = "affine32") -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) as datasketch.MinHash(num_perm, seed, scheme=...) draws them."""
+    gen = np.random.RandomState(seed)
+    if scheme == "legacy":
+        ab = np.array([(gen.randint(1, MERSENNE, dtype=np.uint64), gen.randint(0, MERSENNE, dtype=np.uint64))
+                       for _ in range(num_perm)], dtype=np.uint64).T
+        return ab[0], ab[1]
+    if scheme != "affine32":
+        raise ValueError(f"scheme must be one of {SCHEMES}, not {scheme!r}")
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
+
+
+def fmix32(h: np.ndarray) -> np.ndarray:
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
+
+def shingle_hashes(text: pa.Array | list[str], n: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Fast family: (uint32 shingle hashes, doc index of each), every shingle of every document
+    (a document with fewer than n words has none)."""
+    w = words(text)
+    h, first = ngram_hashes(w, n)
+    h32 = ((h >> np.uint64(32)) ^ (h & MAX32)).astype(np.uint32)
+    return h32, w.doc[first].astype(np.int64)
+
+
+def shingle_strings(text: str, n: int = 5) -> list[str]:
+    """The shingles of one text as strings (the datasketch-compatible family hashes these)."""
+    from siftmix.contamination.ngrams import normalized_words
+
+    ws = normalized_words(text)
+    return [" ".join(ws[i:i + n]) for i in range(len(ws) - n + 1)]
+
+
+def compat_shingle_hashes(texts: list[str], n: int = 5, hashfunc=None) -> tuple[np.ndarray, np.ndarray]:
+    """datasketch-compatible family: hashfunc(shingle bytes) per shingle (Python per shingle)."""
+    if hashfunc is None:
+        from datasketch.hashfunc import sha1_hash32 as hashfunc
+    hs, docs = [], []
+    for d, t in enumerate(texts):
+        for s in shingle_strings(t, n):
+            hs.append(hashfunc(s.encode("utf-8")))
+            docs.append(d)
+    return np.array(hs, dtype=np.uint64), np.array(docs, dtype=np.int64)
+
+
+def signatures(hashes: np.ndarray, docs: np.ndarray, n_docs: int, num_perm: int = 128, seed: int = 1,
+               scheme: str = "affine32", chunk: int = 1 << 16) -> np.ndarray:
+    """(n_docs, num_perm) signatures from shingle hashes grouped by document (docs sorted).
+    Vectorised: a (shingles x permutations) block at a time, min-reduced per document."""
+    a, b = permutations(num_perm, seed, scheme)
+    dtype = np.uint64 if scheme == "legacy" else np.uint32
+    empty = MAX32.astype(dtype) if scheme == "legacy" else np.uint32(0xFFFFFFFF)
+    sig = np.full((n_docs, num_perm), empty, dtype=dtype)
+    if len(hashes) == 0:
+        return sig
+    order = np.argsort(docs, kind="stable")
+    hashes, docs = hashes[order], docs[order]
+    for start in range(0, len(hashes), chunk):
+        h, d = hashes[start:start + chunk], docs[start:start + chunk]
+        if scheme == "legacy":
+            phv = (h.astype(np.uint64)[:, None] * a + b) % MERSENNE & MAX32
+        else:
+            phv = fmix32(h.astype(np.uint32))[:, None] * a + b
+        bounds = np.flatnonzero(np.r_[True, d[1:] != d[:-1]])
+        mins = np.minimum.reduceat(phv, bounds, axis=0)
+        rows = d[bounds]
+        sig[rows] = np.minimum(sig[rows], mins)
+    return sig
+
+
+def batch_signatures(text: pa.Array | list[str], n: int = 5, num_perm: int = 128, seed: int = 1,
+                     scheme: str = "affine32", compatible: bool = False, hashfunc=None) -> np.ndarray:
+    """Signatures of a batch of documents (rows in input order)."""
+    if compatible:
+        texts = text.to_pylist() if isinstance(text, pa.Array | pa.ChunkedArray) else list(text)
+        h, d = compat_shingle_hashes(texts, n, hashfunc)
+        return signatures(h, d, len(texts), num_perm, seed, scheme)
+    h, d = shingle_hashes(text, n)
+    return signatures(h, d, len(text), num_perm, seed, scheme)
+
+
+def estimated_jaccard(s1: np.ndarray, s2: np.ndarray) -> np.ndarray:
+    """Fraction of equal signature positions (row-wise for 2-D inputs)."""
+    return np.mean(s1 == s2, axis=-1)
