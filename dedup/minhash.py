@@ -18,6 +18,7 @@ with the same shingle hashes, num_perm, seed and scheme the signatures equal dat
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pyarrow as pa
 from siftmix.contamination.ngrams import ngram_hashes, words
@@ -78,10 +79,52 @@ def compat_shingle_hashes(texts: list[str], n: int = 5, hashfunc=None) -> tuple[
     return np.array(hs, dtype=np.uint64), np.array(docs, dtype=np.int64)
 
 
+@numba.njit(cache=True)
+def _sig_affine32(hashes, docs, a, b, out):
+    for i in range(len(hashes)):
+        h = np.uint64(hashes[i]) & np.uint64(0xFFFFFFFF)
+        h ^= h >> np.uint64(16)
+        h = (h * np.uint64(0x85EBCA6B)) & np.uint64(0xFFFFFFFF)
+        h ^= h >> np.uint64(13)
+        h = (h * np.uint64(0xC2B2AE35)) & np.uint64(0xFFFFFFFF)
+        h ^= h >> np.uint64(16)
+        d = docs[i]
+        for k in range(len(a)):
+            v = np.uint32((np.uint64(a[k]) * h + np.uint64(b[k])) & np.uint64(0xFFFFFFFF))
+            if v < out[d, k]:
+                out[d, k] = v
+
+
+@numba.njit(cache=True)
+def _sig_legacy(hashes, docs, a, b, out):
+    for i in range(len(hashes)):
+        h = np.uint64(hashes[i])
+        d = docs[i]
+        for k in range(len(a)):
+            v = ((a[k] * h + b[k]) % np.uint64(0x1FFFFFFFFFFFFFFF)) & np.uint64(0xFFFFFFFF)
+            if v < out[d, k]:
+                out[d, k] = v
+
+
 def signatures(hashes: np.ndarray, docs: np.ndarray, n_docs: int, num_perm: int = 128, seed: int = 1,
                scheme: str = "affine32", chunk: int = 1 << 16) -> np.ndarray:
-    """(n_docs, num_perm) signatures from shingle hashes grouped by document (docs sorted).
-    Vectorised: a (shingles x permutations) block at a time, min-reduced per document."""
+    """(n_docs, num_perm) signatures from shingle hashes and their document indices: one
+    compiled pass (numba), the min per document and permutation kept in place."""
+    a, b = permutations(num_perm, seed, scheme)
+    dtype = np.uint64 if scheme == "legacy" else np.uint32
+    sig = np.full((n_docs, num_perm), 0xFFFFFFFF, dtype=dtype)
+    if len(hashes):
+        if scheme == "legacy":
+            _sig_legacy(hashes.astype(np.uint64), docs.astype(np.int64), a, b, sig)
+        else:
+            _sig_affine32(hashes.astype(np.uint32), docs.astype(np.int64), a, b, sig)
+    return sig
+
+
+def signatures_numpy(hashes: np.ndarray, docs: np.ndarray, n_docs: int, num_perm: int = 128, seed: int = 1,
+                     scheme: str = "affine32", chunk: int = 1 << 16) -> np.ndarray:
+    """The same with numpy blocks of (shingles x permutations), min-reduced per document (the
+    reference the compiled kernel is tested against)."""
     a, b = permutations(num_perm, seed, scheme)
     dtype = np.uint64 if scheme == "legacy" else np.uint32
     empty = MAX32.astype(dtype) if scheme == "legacy" else np.uint32(0xFFFFFFFF)

@@ -153,9 +153,8 @@ def test_cli_audit_and_decontam(tmp_path, demo_corpus):
 
 def test_stage_equals_brute_force_oracle(ray_local, tmp_path):
     """The whole stage through Ray (two passes, shards, ids) against the brute-force oracle."""
-    from test_appendix_c import VOCAB, oracle
-
     from siftmix.contamination.benchmarks import load_benchmarks
+    from test_appendix_c import VOCAB, oracle
 
     rng = np.random.default_rng(42)
     (tmp_path / "b").mkdir()

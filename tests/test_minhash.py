@@ -12,6 +12,7 @@ from siftmix.dedup.minhash import (
     shingle_hashes,
     shingle_strings,
     signatures,
+    signatures_numpy,
 )
 
 WORDS = ["the", "River", "mill,", "valley", "old", "town's", "Bridge", "(north)", "école", "a", "1850", "—", "of", "and"]
@@ -69,7 +70,12 @@ def test_similar_documents_have_similar_signatures():
 def test_signatures_empty_and_chunking():
     h = np.array([5, 9, 5, 7], np.uint32)
     d = np.array([2, 0, 0, 2])
-    full = signatures(h, d, 4, num_perm=8, seed=3, chunk=1 << 16)
-    tiny = signatures(h, d, 4, num_perm=8, seed=3, chunk=1)
+    full = signatures(h, d, 4, num_perm=8, seed=3)
+    tiny = signatures_numpy(h, d, 4, num_perm=8, seed=3, chunk=1)
     assert (full == tiny).all()
+    for scheme in ("affine32", "legacy"):
+        rng = np.random.default_rng(1)
+        hh = rng.integers(0, 2**32, 5000, dtype=np.uint64).astype(np.uint32)
+        dd = np.sort(rng.integers(0, 50, 5000))
+        assert (signatures(hh, dd, 60, 64, 9, scheme) == signatures_numpy(hh, dd, 60, 64, 9, scheme)).all()
     assert (full[1] == 0xFFFFFFFF).all() and (full[3] == 0xFFFFFFFF).all()
