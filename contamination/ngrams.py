@@ -53,6 +53,15 @@ def is_punct(ch: str) -> bool:
     return bool(_is_punct(ord(ch), _ASCII_PUNCT))
 
 
+@numba.njit(cache=True, inline="always")
+def _emit(doc_of, hashes, starts, ends, nw, d, h, start, end):
+    doc_of[nw] = d
+    hashes[nw] = h
+    starts[nw] = start
+    ends[nw] = end
+    return nw + 1
+
+
 @numba.njit(cache=True)
 def _scan(data, offsets, ascii_punct):
     """Words of every document: (doc index, FNV-1a hash, start char, end char)."""
@@ -87,11 +96,7 @@ def _scan(data, offsets, ascii_punct):
                 ln = 4
             if _is_space(cp):
                 if in_tok and has:
-                    doc_of[nw] = d
-                    hashes[nw] = h
-                    starts[nw] = tok_start
-                    ends[nw] = ch
-                    nw += 1
+                    nw = _emit(doc_of, hashes, starts, ends, nw, d, h, tok_start, ch)
                 in_tok = False
             else:
                 if not in_tok:
@@ -106,11 +111,7 @@ def _scan(data, offsets, ascii_punct):
             i += ln
             ch += 1
         if in_tok and has:
-            doc_of[nw] = d
-            hashes[nw] = h
-            starts[nw] = tok_start
-            ends[nw] = ch
-            nw += 1
+            nw = _emit(doc_of, hashes, starts, ends, nw, d, h, tok_start, ch)
     return doc_of[:nw], hashes[:nw], starts[:nw], ends[:nw]
 
 
