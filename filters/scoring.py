@@ -19,8 +19,26 @@ def preprocess(text: pa.Array | pa.ChunkedArray, max_chars: int = 20_000) -> pa.
     example per line); only the first ``max_chars`` characters are read."""
     if isinstance(text, pa.ChunkedArray):
         text = text.combine_chunks()
-    t = pc.utf8_lower(pc.utf8_slice_codeunits(pc.fill_null(text, ""), 0, max_chars))
-    return pc.replace_substring(pc.replace_substring(t, "\n", " "), "\r", " ")
+    t = pc.fill_null(text, "")
+    if (pc.max(pc.binary_length(t)).as_py() or 0) > max_chars:  # bytes >= characters: slice only if needed
+        t = pc.utf8_slice_codeunits(t, 0, max_chars)
+    t = pc.ascii_lower(t) if pc.all(pc.string_is_ascii(t)).as_py() else pc.utf8_lower(t)
+    return _bytes_to_space(t, (10, 13))
+
+
+def _bytes_to_space(arr: pa.Array, codes: tuple[int, ...]) -> pa.Array:
+    """Replace single-byte characters (newlines) by spaces in one numpy pass over the data
+    buffer; lengths and offsets are unchanged."""
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    validity, offsets, data = arr.buffers()
+    if data is None:
+        return arr
+    buf = np.frombuffer(data, np.uint8).copy()
+    hit = buf == codes[0]
+    for c in codes[1:]:
+        hit |= buf == c
+    buf[hit] = 32
+    return pa.Array.from_buffers(arr.type, len(arr), [validity, offsets, pa.py_buffer(buf)], arr.null_count, arr.offset)
 
 
 # --------------------------------------------------------------------------- hashing
