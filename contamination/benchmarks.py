@@ -97,9 +97,13 @@ def load_benchmark(path: str, name: str | None = None, fields: list[str] | None 
 
 def load_benchmarks(paths: list[str], fields: list[str] | None = None) -> list[Benchmark]:
     """Every benchmark file named, or found directly in a named folder (sorted by name)."""
+    import glob
+
     files = []
     for p in paths:
-        if os.path.isdir(p):
+        if glob.has_magic(p):
+            files += sorted(glob.glob(p, recursive=True))
+        elif os.path.isdir(p):
             files += sorted(os.path.join(p, f) for f in os.listdir(p) if f.lower().endswith(SUFFIXES))
         elif os.path.exists(p):
             files.append(p)

@@ -43,6 +43,20 @@ def _resolve(path: str, info: ValidationInfo) -> str:
     return os.path.abspath(path if os.path.isabs(path) else str(base / path))
 
 
+def _existing_paths(paths: list[str], info: ValidationInfo) -> list[str]:
+    """Absolute paths that exist (a glob must match at least one file)."""
+    out = []
+    for p in paths:
+        full = _resolve(p, info)
+        if glob.has_magic(full):
+            if not glob.glob(full, recursive=True):
+                raise ValueError(f"no file matches {p!r}")
+        elif not os.path.exists(full):
+            raise ValueError(f"path does not exist: {p!r}")
+        out.append(full)
+    return out
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -66,16 +80,7 @@ class SourceConfig(_Strict):
     @field_validator("paths")
     @classmethod
     def _resolve(cls, v: list[str], info: ValidationInfo) -> list[str]:
-        out = []
-        for p in v:
-            full = _resolve(p, info)
-            if glob.has_magic(full):
-                if not glob.glob(full, recursive=True):
-                    raise ValueError(f"no file matches {p!r}")
-            elif not os.path.exists(full):
-                raise ValueError(f"path does not exist: {p!r}")
-            out.append(full)
-        return out
+        return _existing_paths(v, info)
 
 
 class IngestConfig(_Strict):
@@ -179,13 +184,7 @@ class DecontamConfig(_Strict):
     @field_validator("benchmarks")
     @classmethod
     def _bench_paths(cls, v: list[str], info: ValidationInfo) -> list[str]:
-        out = []
-        for p in v:
-            full = _resolve(p, info)
-            if not os.path.exists(full):
-                raise ValueError(f"path does not exist: {p!r}")
-            out.append(full)
-        return out
+        return _existing_paths(v, info)
 
 
 GPT3_WEIGHTS = {"common_crawl": 0.60, "webtext2": 0.22, "books1": 0.08, "books2": 0.08, "wikipedia": 0.02}

@@ -25,6 +25,7 @@ def test_loaders_formats_and_errors(tmp_path):
     got = {b.name: b.texts for b in load_benchmarks([str(tmp_path)])}
     assert got == {"a": ["Q? a b a"], "b": ["hello there"], "c": ["some words here"], "d": ["parquet text"]}
     assert load_benchmark(str(tmp_path / "a.jsonl"), fields=["question"]).texts == ["Q?"]
+    assert [b.name for b in load_benchmarks([str(tmp_path / "[ab].json*")])] == ["a", "b"]
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{broken\n')
     with pytest.raises(BenchmarkError, match=r"bad.jsonl: line 2: invalid JSON"):
         load_benchmark(str(tmp_path / "bad.jsonl"))
