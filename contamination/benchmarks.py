@@ -95,8 +95,8 @@ def load_benchmark(path: str, name: str | None = None, fields: list[str] | None 
     return Benchmark(name or benchmark_name(path), ids, texts)
 
 
-def load_benchmarks(paths: list[str], fields: list[str] | None = None) -> list[Benchmark]:
-    """Every benchmark file named, or found directly in a named folder (sorted by name)."""
+def benchmark_files(paths: list[str]) -> list[str]:
+    """Benchmark files named, matched by a glob, or found directly in a named folder."""
     import glob
 
     files = []
@@ -109,4 +109,9 @@ def load_benchmarks(paths: list[str], fields: list[str] | None = None) -> list[B
             files.append(p)
         else:
             raise BenchmarkError(f"benchmark path does not exist: {p}")
-    return [load_benchmark(f, fields=fields) for f in files]
+    return files
+
+
+def load_benchmarks(paths: list[str], fields: list[str] | None = None) -> list[Benchmark]:
+    """Every benchmark file of :func:`benchmark_files` (sorted by name within a folder)."""
+    return [load_benchmark(f, fields=fields) for f in benchmark_files(paths)]

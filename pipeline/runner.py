@@ -392,12 +392,12 @@ def _excise_task(task: dict, index, ignored, cfg: dict, out_dir: str, keep_text:
 
 
 def decontam_config_hash(cfg: RunConfig, audit_only: bool) -> str:
+    from siftmix.contamination.benchmarks import benchmark_files
+
     d = cfg.decontam
-    bench_files = []
-    for p in d.benchmarks:
-        bench_files += [os.path.join(p, f) for f in sorted(os.listdir(p))] if os.path.isdir(p) else [p]
     return stable_hash({"stage": "decontam", "audit_only": audit_only, "decontam": d.model_dump(),
-                        "benchmarks": files_fingerprint(bench_files), "keep_rejected_text": cfg.ingest.keep_rejected_text})
+                        "benchmarks": files_fingerprint(benchmark_files(d.benchmarks)),
+                        "keep_rejected_text": cfg.ingest.keep_rejected_text})
 
 
 def run_decontam(cfg: RunConfig, *, force: bool = False, workers: int | None = None, console=None,
