@@ -16,10 +16,10 @@ Spans are character offsets into ``text`` / ``train_snippet``.
 
 from __future__ import annotations
 
-import html
 import json
 
 import numpy as np
+from siftmix.pipeline.htmlkit import Series, esc, hbar_chart, page
 
 from .appendix_c import Benchmark, NgramIndex
 from .ngrams import ngram_hashes, words
@@ -72,58 +72,58 @@ def to_markdown(audit: dict) -> str:
 
 def _marked(text: str, span: list[int]) -> str:
     s, e = span
-    return html.escape(text[:s]) + "<mark>" + html.escape(text[s:e]) + "</mark>" + html.escape(text[e:])
+    return esc(text[:s]) + "<mark>" + esc(text[s:e]) + "</mark>" + esc(text[e:])
 
 
-_CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
-table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
-th{cursor:pointer;background:#f3f3f3}td:first-child,th:first-child{text-align:left}
-mark{background:#ffd54f}.ex{display:grid;grid-template-columns:1fr 1fr;gap:1em;margin:.5em 0 1.5em}
-.ex div{background:#fafafa;border:1px solid #e5e5e5;padding:.5em;white-space:pre-wrap;font-size:13px}
-svg text{font-size:11px}"""
+_CSS = """mark{background:#ffd54f}.ex{display:grid;grid-template-columns:1fr 1fr;gap:1em;margin:.5em 0 1.5em}
+.ex div{background:#fafafa;border:1px solid #e5e5e5;padding:.5em;white-space:pre-wrap;font-size:13px}"""
 
-_JS = """document.querySelectorAll('#benchmarks th').forEach((th,i)=>th.addEventListener('click',()=>{
-const tb=document.querySelector('#benchmarks tbody');const rows=[...tb.rows];const asc=th.dataset.asc!=='1';
-th.dataset.asc=asc?'1':'0';rows.sort((a,b)=>{const x=a.cells[i].dataset.v??a.cells[i].textContent,
-y=b.cells[i].dataset.v??b.cells[i].textContent;const nx=parseFloat(x),ny=parseFloat(y);
-const c=(isNaN(nx)||isNaN(ny))?x.localeCompare(y):nx-ny;return asc?c:-c});rows.forEach(r=>tb.appendChild(r))}));"""
+
+def benchmark_rows(bs: list[dict], key: str = "") -> str:
+    """Table rows (name, N, examples, dirty, clean, % dirty) of audit benchmarks; with ``key``, the
+    dirty and % dirty cells carry ``data-k="<key>.dirty.<name>"`` / ``<key>.pct_dirty.<name>``."""
+    def k(field, name):
+        return f' data-k="{esc(f"{key}.{field}.{name}")}"' if key else ""
+
+    return "".join(
+        f'<tr class="bench-row"><td>{esc(b["name"])}</td><td>{b["n"]}</td><td>{b["examples"]}</td>'
+        f'<td{k("dirty", b["name"])}>{b["dirty"]}</td><td>{b["clean"]}</td>'
+        f'<td data-v="{b["pct_dirty"]}"{k("pct_dirty", b["name"])}>{b["pct_dirty"]:.2f}</td></tr>'
+        for b in bs)
+
+
+BENCHMARK_HEAD = ("<thead><tr><th>benchmark</th><th>N</th><th>examples</th><th>dirty</th><th>clean</th>"
+                  "<th>% dirty</th></tr></thead>")
+
+
+def dirty_chart(bs: list[dict], svg_id: str = "chart") -> str:
+    """Bar chart of % dirty per benchmark."""
+    return hbar_chart([b["name"] for b in bs], [Series("% dirty", [b["pct_dirty"] for b in bs],
+                      [f'{b["name"]}: {b["pct_dirty"]:.2f}% dirty' for b in bs])],
+                      label="% dirty per benchmark", svg_id=svg_id)
 
 
 def to_html(audit: dict) -> str:
     bs = audit["benchmarks"]
-    rows = "".join(
-        f'<tr class="bench-row"><td>{html.escape(b["name"])}</td><td>{b["n"]}</td><td>{b["examples"]}</td>'
-        f'<td>{b["dirty"]}</td><td>{b["clean"]}</td><td data-v="{b["pct_dirty"]}">{b["pct_dirty"]:.2f}</td></tr>'
-        for b in bs)
-    width, bar_h = 700, 18
-    top = max([b["pct_dirty"] for b in bs] + [1e-9])
-    bars = "".join(
-        f'<text x="0" y="{i * (bar_h + 6) + 13}">{html.escape(b["name"][:28])}</text>'
-        f'<rect x="200" y="{i * (bar_h + 6)}" width="{max(1.0, (width - 260) * b["pct_dirty"] / top):.1f}" '
-        f'height="{bar_h}" fill="#e57373"><title>{html.escape(b["name"])}: {b["pct_dirty"]:.2f}% dirty</title></rect>'
-        f'<text x="{205 + (width - 260) * b["pct_dirty"] / top:.1f}" y="{i * (bar_h + 6) + 13}">{b["pct_dirty"]:.2f}%</text>'
-        for i, b in enumerate(bs))
-    svg = f'<svg id="chart" width="{width}" height="{len(bs) * (bar_h + 6)}" role="img" aria-label="% dirty per benchmark">{bars}</svg>'
     details = []
     for b in bs:
         if not b["dirty_examples"]:
             continue
         items = "".join(
-            f'<p><b>{html.escape(e["id"])}</b> — training document <code>{html.escape(e["train_doc"])}</code></p>'
+            f'<p><b>{esc(e["id"])}</b> — training document <code>{esc(e["train_doc"])}</code></p>'
             f'<div class="ex"><div>{_marked(e["text"], e["example_span"])}</div>'
             f'<div>{_marked(e["train_snippet"], e["train_span"])}</div></div>'
             for e in b["dirty_examples"][:200])
         opened = " open" if not details else ""
-        details.append(f'<details{opened}><summary>{html.escape(b["name"])}: {b["dirty"]} dirty examples</summary>{items}</details>')
+        details.append(f'<details{opened}><summary>{esc(b["name"])}: {b["dirty"]} dirty examples</summary>{items}</details>')
     t = audit["training_side"]
-    training = "".join(f"<li>{html.escape(k.replace('_', ' '))}: {html.escape(str(v))}</li>" for k, v in t.items())
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>siftmix contamination audit</title>'
-            f'<style>{_CSS}</style></head><body><h1>Benchmark contamination audit</h1>'
-            f'<p>GPT-3 appendix C: an example is dirty if one of its N-grams occurs in the training data.</p>'
-            f'<table id="benchmarks"><thead><tr><th>benchmark</th><th>N</th><th>examples</th><th>dirty</th>'
-            f'<th>clean</th><th>% dirty</th></tr></thead><tbody>{rows}</tbody></table>{svg}'
-            f'<h2>Training side</h2><ul>{training}</ul><h2>Dirty examples</h2>{"".join(details)}'
-            f'<script>{_JS}</script></body></html>')
+    training = "".join(f"<li>{esc(k.replace('_', ' '))}: {esc(v)}</li>" for k, v in t.items())
+    return page("siftmix contamination audit",
+                f'<h1>Benchmark contamination audit</h1>'
+                f'<p>GPT-3 appendix C: an example is dirty if one of its N-grams occurs in the training data.</p>'
+                f'<table id="benchmarks" class="sortable">{BENCHMARK_HEAD}<tbody>{benchmark_rows(bs)}</tbody></table>'
+                f'{dirty_chart(bs)}<h2>Training side</h2><ul>{training}</ul><h2>Dirty examples</h2>{"".join(details)}',
+                css=_CSS)
 
 
 def write_reports(audit: dict, folder: str) -> None:
