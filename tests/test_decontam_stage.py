@@ -3,12 +3,11 @@ determinism, characters that add up, the reports (in headless Chromium), the CLI
 
 import gzip
 import json
-import shutil
-import subprocess
 
+import browser
 import numpy as np
 import pytest
-from conftest import REPO, demo_sources, parquet_bytes, run_cli
+from conftest import demo_sources, parquet_bytes, run_cli
 from siftmix.contamination.ngrams import normalized_words
 from siftmix.pipeline.config import config_from_dict
 from siftmix.pipeline.runner import run_decontam, run_ingest
@@ -108,31 +107,17 @@ def test_real_crawl_with_planted_benchmarks_and_boilerplate(ray_local, shared_da
             assert normalized_words(e["train_snippet"][s:t]) == normalized_words(e["ngram"]) and len(normalized_words(e["ngram"])) == b["n"]
 
 
-def _chromium():
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 def test_audit_html_in_headless_chromium(ray_local, demo_corpus, tmp_path):
-    chrome = _chromium()
-    if chrome is None:
-        pytest.skip("chromium is not installed (make test installs Debian's chromium where it can)")
+    browser.chromium()
     cfg = _cfg(tmp_path / "h", demo_sources(demo_corpus), [str(demo_corpus / "benchmarks")])
     run_ingest(cfg, log=_quiet)
     run_decontam(cfg, log=_quiet, progress=False)
     page = tmp_path / "h" / "30_decontam" / "audit.html"
-    assert "http://" not in page.read_text().replace("http://www.w3.org/2000/svg", "")  # self-contained
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'chrome'}"]
-    dom = subprocess.run([chrome, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    assert dom.stdout.count('class="bench-row"') == 3 and "<mark>" in dom.stdout
-    art = REPO / "test-artifacts"
-    art.mkdir(exist_ok=True)
-    shot = art / "audit.png"
-    r = subprocess.run([chrome, *flags, f"--screenshot={shot}", "--window-size=1200,1600", page.as_uri()],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and shot.stat().st_size > 10_000
+    assert browser.outside_resources(page.read_text()) == []  # self-contained
+    dom, console = browser.load(page, tmp_path / "chrome")
+    assert console == []
+    assert dom.count('class="bench-row"') == 3 and "<mark>" in dom
+    browser.screenshot(page, "audit.png", tmp_path / "chrome")
 
 
 def test_cli_audit_and_decontam(tmp_path, demo_corpus):
