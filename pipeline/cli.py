@@ -409,6 +409,24 @@ def validate(config: Annotated[Path, typer.Argument(help="run configuration (YAM
     print(yaml.safe_dump(cfg.model_dump(), sort_keys=False), end="")
 
 
+@app.command()
+@guarded
+def report(run_dir: Annotated[Path, typer.Argument(help="a run folder (run_dir of a config)", show_default=False)]):
+    """Write RUN_DIR/report.html from the stage manifests there and print its path.
+
+    One self-contained page: every stage's documents and bytes in / kept / rejected by reason and
+    by source, wall time and throughput, quality score histograms, dedup cluster sizes, % dirty per
+    benchmark, and the mixture as GPT-3's Table 2.2 (target vs realized shares, epochs).
+
+    Examples:
+
+        siftmix report runs/demo
+    """
+    from .report import build_report
+
+    print(build_report(run_dir))
+
+
 def main() -> None:
     try:
         app()
