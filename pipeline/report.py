@@ -170,10 +170,10 @@ def _sources_table(stage: str, c: dict) -> str:
 def _section(run_dir: str, folder: str, m: dict, manifests: dict) -> str:
     stage, c = _stage_of(folder, m), m.get("counts", {})
     extra = {"quality": _quality, "dedup": _dedup, "decontam": _decontam, "audit": _decontam, "mix": _mix}.get(stage)
+    source = m.get("input_stage") or {"ingest": "the configured sources", "quality": "ingest"}.get(stage)
     parts = [f'<section id="{folder}"><h2>{esc(folder)}: {esc(stage)}</h2>',
-             f'<p>wall time {_secs(_wall(m))}, throughput {_speed(m, manifests)} · '
-             f'input: {esc(m.get("input_stage", "sources"))} · '
-             f'<a href="{folder}/{MANIFEST}">{MANIFEST}</a></p>']
+             f'<p>wall time {_secs(_wall(m))}, throughput {_speed(m, manifests)}'
+             + (f" · input: {esc(source)}" if source else "") + f' · <a href="{folder}/{MANIFEST}">{MANIFEST}</a></p>']
     if stage != "mix":  # mix counts tokens; its table is Table 2.2
         parts += [_reasons_table(stage, c), _sources_table(stage, c)]
     if extra:

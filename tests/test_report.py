@@ -118,6 +118,7 @@ def test_report_of_every_stage(full_run):
             assert f"{stage}-hash-0123" in text
     assert 'href="30_decontam/audit.html"' in text and 'id="30_audit"' not in text
     assert "held-out fasttext: ROC AUC 0.951" in text
+    assert "input: the configured sources" in text and "input: ingest" in text and "input: dedup" in text
     # plots: score histogram (counts in the tooltips), cluster sizes in numeric order, % dirty, shares
     assert "kept 0.95–1.00: 60 documents (66.7% of kept)" in text and 'id="quality-hist-common_crawl"' in text
     sizes = text[text.index('id="dedup-sizes"'):]
