@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numba
 import numpy as np
 
 
@@ -85,3 +86,199 @@ def choose_keeper(members: list[dict], source_priority: list[str]) -> dict:
         return (rank.get(m["source"], len(rank)), -(score if score is not None else -1.0), m["id"])
 
     return min(members, key=key)
+
+
+# --------------------------------------------------------------------------- vectorised, per partition
+# Documents are int64 numbers ``shard << 32 | row`` (dense, ordered, cheap to shuffle); the
+# stage maps them back to ids only where it needs them (keeper choice, output).
+
+def _group_starts(sorted_keys: np.ndarray) -> np.ndarray:
+    """Start index of each run of equal values in a sorted array (plus len at the end)."""
+    if len(sorted_keys) == 0:
+        return np.zeros(1, np.int64)
+    return np.r_[0, np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1, len(sorted_keys)].astype(np.int64)
+
+
+def _pairs_in_groups(starts: np.ndarray, max_all: int, pivots: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (i, j), i < j, inside each group [starts[g], starts[g+1]): every pair in groups
+    of at most ``max_all`` members, else each member with the group's first ``pivots`` members."""
+    sizes = np.diff(starts)
+    n = int(starts[-1])
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    g = np.repeat(np.arange(len(sizes)), sizes)
+    pos = np.arange(n) - starts[g]
+    count = np.where(sizes[g] <= max_all, pos, np.minimum(pos, pivots))
+    total = int(count.sum())
+    j = np.repeat(np.arange(n), count)
+    within = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
+    i = starts[g][j] + within
+    return i, j
+
+
+def bucket_candidates(key: np.ndarray, band: np.ndarray, doc: np.ndarray, exact: np.ndarray,
+                      max_bucket: int = 64, pivots: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Edges from LSH buckets (rows that share ``key``), vectorised over a whole partition.
+
+    ``band == -1`` rows are exact-duplicate buckets (key from the normalised-text hash): every
+    member is linked to the smallest document (kind 0, certain). Band buckets (kind 1) are
+    candidates to verify: members with equal exact hashes are collapsed to their smallest
+    document first (the exact buckets link them), then every pair of the remaining members,
+    or, in buckets of more than ``max_bucket`` distinct documents (boilerplate), each member
+    with the first ``pivots`` members. Returns (a, b, kind) with a < b, unique."""
+    order = np.lexsort((doc, exact, key))
+    key, band, doc, exact = key[order], band[order], doc[order], exact[order]
+    is_exact = band < 0
+    out_a, out_b, out_k = [], [], []
+    # exact buckets: star to the smallest document
+    ke, de = key[is_exact], doc[is_exact]
+    st = _group_starts(ke)
+    first = np.repeat(de[st[:-1]], np.diff(st))
+    m = de != first
+    out_a.append(first[m])
+    out_b.append(de[m])
+    out_k.append(np.zeros(int(m.sum()), np.int8))
+    # band buckets: one representative per (key, exact)
+    kb, db, xb = key[~is_exact], doc[~is_exact], exact[~is_exact]
+    rep = np.ones(len(kb), bool)
+    rep[1:] = (kb[1:] != kb[:-1]) | (xb[1:] != xb[:-1])
+    kb, db = kb[rep], db[rep]
+    st = _group_starts(kb)
+    multi = np.diff(st) > 1
+    if multi.any():
+        keep = np.repeat(multi, np.diff(st))
+        kb, db = kb[keep], db[keep]
+        st = _group_starts(kb)
+        i, j = _pairs_in_groups(st, max_bucket, pivots)
+        a, b = np.minimum(db[i], db[j]), np.maximum(db[i], db[j])
+        out_a.append(a)
+        out_b.append(b)
+        out_k.append(np.ones(len(a), np.int8))
+    return unique_edges(np.concatenate(out_a), np.concatenate(out_b), np.concatenate(out_k))
+
+
+def unique_edges(a: np.ndarray, b: np.ndarray, kind: np.ndarray | None = None):
+    """Unique (a, b) pairs, sorted; for a pair found both ways the smallest kind (exact) wins."""
+    kind = np.zeros(len(a), np.int8) if kind is None else kind
+    order = np.lexsort((kind, b, a))
+    a, b, kind = a[order], b[order], kind[order]
+    keep = np.ones(len(a), bool)
+    keep[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
+    return a[keep], b[keep], kind[keep]
+
+
+@numba.njit(cache=True)
+def _verify(sig, off, vals, ia, ib, est, jac):
+    for p in range(len(ia)):
+        i, j = ia[p], ib[p]
+        same = 0
+        for k in range(sig.shape[1]):
+            if sig[i, k] == sig[j, k]:
+                same += 1
+        est[p] = same / sig.shape[1]
+        x, xe, y, ye = off[i], off[i + 1], off[j], off[j + 1]
+        na, nb, inter = xe - x, ye - y, 0
+        while x < xe and y < ye:
+            if vals[x] == vals[y]:
+                inter += 1
+                x += 1
+                y += 1
+            elif vals[x] < vals[y]:
+                x += 1
+            else:
+                y += 1
+        union = na + nb - inter
+        jac[p] = inter / union if union > 0 else 1.0
+
+
+def verify_pairs(sig: np.ndarray, offsets: np.ndarray, values: np.ndarray, ia: np.ndarray,
+                 ib: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(estimated Jaccard from the signatures, exact Jaccard of the shingle sets) of the pairs
+    (ia[p], ib[p]) of documents whose signatures are ``sig`` rows and whose sorted unique
+    shingle hashes are ``values[offsets[i]:offsets[i + 1]]``. One compiled pass, no copies."""
+    n = len(ia)
+    est, jac = np.zeros(n), np.zeros(n)
+    if n:
+        _verify(np.ascontiguousarray(sig), offsets.astype(np.int64), values, ia.astype(np.int64), ib.astype(np.int64), est, jac)
+    return est, jac
+
+
+def components_min_label(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Connected components of an edge list in one process (scipy): (node, root) for every node
+    that has an edge, root = the smallest node of its component."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    nodes, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
+    if len(nodes) == 0:
+        return nodes, nodes
+    n, m = len(nodes), len(a)
+    graph = coo_matrix((np.ones(m, np.int8), (inv[:m], inv[m:])), shape=(n, n))
+    _, label = connected_components(graph, directed=False)
+    root = np.full(label.max() + 1, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(root, label, nodes)  # nodes are sorted: the first of each label is its min
+    return nodes, root[label]
+
+
+def large_star(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One large-star step (Kiveris et al. 2014) over all edges of the nodes ``u`` (each edge
+    given in both directions): every larger neighbour of u is linked to the smallest node of
+    u's neighbourhood including u. Returns the new edges (x, y), x > y."""
+    order = np.lexsort((v, u))
+    u, v = u[order], v[order]
+    st = _group_starts(u)
+    m = np.minimum(np.minimum.reduceat(v, st[:-1]) if len(u) else v, u[st[:-1]] if len(u) else u)
+    mu = np.repeat(m, np.diff(st))
+    sel = v > u
+    return v[sel], mu[sel]
+
+
+def small_star(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One small-star step over edges (u, v) with u > v, grouped by u: u and its smaller
+    neighbours are all linked to the smallest of them. Returns edges (x, y), x > y."""
+    order = np.lexsort((v, u))
+    u, v = u[order], v[order]
+    st = _group_starts(u)
+    if len(u) == 0:
+        return u, v
+    m = np.minimum.reduceat(v, st[:-1])
+    mu = np.repeat(m, np.diff(st))
+    x = np.concatenate([v, u[st[:-1]]])
+    y = np.concatenate([mu, m])
+    sel = x != y
+    a, b, _ = unique_edges(x[sel], y[sel])
+    return a, b
+
+
+def star_violations(u: np.ndarray, v: np.ndarray) -> int:
+    """Nodes (of the ``u`` given, each edge in both directions) that are neither a root (all
+    neighbours larger) nor a leaf (exactly one neighbour, smaller): 0 iff the graph is a forest
+    of stars around each component's smallest node."""
+    order = np.lexsort((v, u))
+    u, v = u[order], v[order]
+    st = _group_starts(u)
+    if len(u) == 0:
+        return 0
+    first = u[st[:-1]]
+    mn = np.minimum.reduceat(v, st[:-1])
+    deg = np.diff(st)
+    root = mn > first
+    leaf = (deg == 1) & (mn < first)
+    return int((~(root | leaf)).sum())
+
+
+def choose_keepers(root: np.ndarray, doc: np.ndarray, ids: np.ndarray, source_rank: np.ndarray,
+                   score: np.ndarray, exact: np.ndarray) -> dict[str, np.ndarray]:
+    """Keeper of each component, vectorised: best source rank, then higher quality_score
+    (missing = lowest), then smallest id. Returns per member: keeper index, cluster size, and
+    whether its normalised text equals the keeper's (exact duplicate)."""
+    s = np.where(np.isnan(score), -np.inf, score)
+    order = np.lexsort((ids, -s, source_rank, root))
+    st = _group_starts(root[order])
+    sizes = np.diff(st)
+    keeper_sorted = np.repeat(order[st[:-1]], sizes)
+    keeper = np.empty(len(root), np.int64)
+    keeper[order] = keeper_sorted
+    size = np.empty(len(root), np.int64)
+    size[order] = np.repeat(sizes, sizes)
+    return {"keeper": keeper, "size": size, "exact": exact == exact[keeper]}

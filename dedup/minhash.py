@@ -21,7 +21,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 import pyarrow as pa
-from siftmix.contamination.ngrams import ngram_hashes, words
+from siftmix.contamination.ngrams import Words, ngram_hashes, words
 
 MERSENNE = np.uint64((1 << 61) - 1)
 MAX32 = np.uint64((1 << 32) - 1)
@@ -50,13 +50,45 @@ def fmix32(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint32(16))
 
 
-def shingle_hashes(text: pa.Array | list[str], n: int = 5) -> tuple[np.ndarray, np.ndarray]:
+def shingle_hashes(text: pa.Array | list[str] | None, n: int = 5, w: Words | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Fast family: (uint32 shingle hashes, doc index of each), every shingle of every document
-    (a document with fewer than n words has none)."""
-    w = words(text)
+    (a document with fewer than n words has none). ``w``: the batch's words, if already scanned."""
+    w = words(text) if w is None else w
     h, first = ngram_hashes(w, n)
     h32 = ((h >> np.uint64(32)) ^ (h & MAX32)).astype(np.uint32)
     return h32, w.doc[first].astype(np.int64)
+
+
+def shingle_sets(w: Words, n: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Each document's set of 64-bit shingle hashes, for exact Jaccard: (values, offsets) with
+    the sorted unique hashes of document d in ``values[offsets[d]:offsets[d + 1]]``."""
+    h, first = ngram_hashes(w, n)
+    doc = w.doc[first].astype(np.int64)
+    order = np.lexsort((h, doc))
+    h, doc = h[order], doc[order]
+    keep = np.ones(len(h), bool)
+    keep[1:] = (h[1:] != h[:-1]) | (doc[1:] != doc[:-1])
+    h, doc = h[keep], doc[keep]
+    return h, np.searchsorted(doc, np.arange(w.n_docs + 1))
+
+
+@numba.njit(cache=True)
+def _doc_hashes(word_hash, doc_start, out):
+    for d in range(len(out)):
+        h = np.uint64(0x84222325CBF29CE4)
+        for i in range(doc_start[d], doc_start[d + 1]):
+            h = (h ^ word_hash[i]) * np.uint64(0x9E3779B97F4A7C15)
+            h ^= h >> np.uint64(29)
+        out[d] = h
+
+
+def doc_hashes(w: Words) -> np.ndarray:
+    """uint64 hash of each document's normalised text (its words in order: lowercase, no
+    punctuation, any whitespace): equal for documents that differ only in case, punctuation or
+    spacing. Exact dedup collapses equal hashes."""
+    out = np.empty(w.n_docs, np.uint64)
+    _doc_hashes(w.hash, w.doc_start, out)
+    return out
 
 
 def shingle_strings(text: str, n: int = 5) -> list[str]:

@@ -16,7 +16,7 @@ from .ray_runner import Progress, map_actors, map_tasks, ray_session
 from .readers import source_files
 from .stage import files_fingerprint, is_finished, read_manifest, stage_output
 
-STAGE_DIRS = {"ingest": "00_ingest", "quality": "10_quality", "decontam": "30_decontam", "mix": "40_mix"}
+STAGE_DIRS = {"ingest": "00_ingest", "quality": "10_quality", "dedup": "20_dedup", "decontam": "30_decontam", "mix": "40_mix"}
 
 
 class StageError(RuntimeError):
@@ -745,12 +745,21 @@ def get_tok_dtype(name: str) -> str:
 
 # --------------------------------------------------------------------------- whole run
 
-STAGE_RUNNERS = {"ingest": run_ingest, "quality": run_quality, "decontam": run_decontam, "mix": run_mix}
+def run_dedup(cfg: RunConfig, **kw) -> dict:
+    from .dedup_stage import run_dedup as run
+
+    return run(cfg, **kw)
+
+
+STAGE_RUNNERS = {"ingest": run_ingest, "quality": run_quality, "dedup": run_dedup, "decontam": run_decontam, "mix": run_mix}
 
 
 def run_pipeline(cfg: RunConfig, *, force: bool = False, address: str | None = None, workers: int | None = None,
                  until: str | None = None, console=None, log: Callable[[str], None] = print) -> dict:
     """Run the configured stages in order; finished stages are skipped (resume)."""
+    from .stage import check_writable
+
+    check_writable(cfg.run_dir)  # an unwritable run dir fails at once, not after Ray has started
     manifests = {}
     with ray_session(cfg.ray, address=address, log=log):
         for stage in STAGE_ORDER:

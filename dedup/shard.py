@@ -1,0 +1,219 @@
+"""The dedup stage's per-shard work (pure: Parquet in, Parquet out, small dicts back).
+
+Documents are numbered ``shard << 32 | row`` (``shard`` = the input shard's index in name order,
+``row`` = its row in that shard): int64 numbers are cheap to shuffle and map straight back to a
+row. Pass 1 (:func:`sign_shard`) writes, per shard, the LSH band rows (key, band, doc, exact)
+and the documents' metadata (doc, id, source, quality_score, exact); the verification pass
+(:func:`provide_shard`) gives signatures and exact shingle sets of just the documents named in
+candidate pairs; the last pass (:func:`apply_shard`) writes kept and rejected rows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import xxhash
+from siftmix.contamination.ngrams import words
+
+from .lsh import band_keys, mix64
+from .minhash import compat_shingle_hashes, doc_hashes, shingle_hashes, shingle_sets, signatures
+
+BAND_SCHEMA = pa.schema([("key", pa.uint64()), ("band", pa.int16()), ("doc", pa.int64()), ("exact", pa.uint64())])
+META_SCHEMA = pa.schema([("doc", pa.int64()), ("id", pa.string()), ("source", pa.string()),
+                         ("score", pa.float32()), ("exact", pa.uint64())])
+
+
+@dataclass(frozen=True)
+class DedupParams:
+    ngram: int = 5
+    num_perm: int = 128
+    seed: int = 1
+    scheme: str = "affine32"
+    hash: str = "fast"  # or "datasketch": sha1_hash32 of each shingle's bytes, as datasketch
+    bands: int = 14
+    rows: int = 9
+    scope: str = "within_source"
+    exact: bool = True
+    fuzzy: bool = True
+    batch_rows: int = 2048
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def doc_numbers(shard: int, first_row: int, n: int) -> np.ndarray:
+    return (np.int64(shard) << np.int64(32)) | (first_row + np.arange(n, dtype=np.int64))
+
+
+def source_salt(sources: pa.Array, scope: str) -> np.ndarray:
+    """Per-document salt of every bucket key: the source's hash (within-source dedup) or 0."""
+    if scope == "cross_source":
+        return np.zeros(len(sources), np.uint64)
+    names = sources.to_pylist()
+    table = {s: xxhash.xxh64_intdigest(s.encode()) for s in set(names)}
+    return np.fromiter((table[s] for s in names), np.uint64, count=len(names))
+
+
+def batch_signatures_words(text: pa.Array, w, p: DedupParams) -> tuple[np.ndarray, np.ndarray]:
+    """(signatures, shingles per document) of a batch whose words are already scanned."""
+    if p.hash == "datasketch":
+        h, d = compat_shingle_hashes(text.to_pylist(), p.ngram)
+    else:
+        h, d = shingle_hashes(None, p.ngram, w=w)
+    return signatures(h, d, w.n_docs, p.num_perm, p.seed, p.scheme), np.bincount(d, minlength=w.n_docs)
+
+
+def sign_table(t: pa.Table, shard: int, first_row: int, p: DedupParams) -> tuple[pa.Table, pa.Table]:
+    """One batch -> (band rows, metadata rows). Exact buckets have band -1 and a key from the
+    normalised-text hash; documents with fewer than ``ngram`` words have no shingles and take
+    part in exact dedup only."""
+    n = t.num_rows
+    text = t["text"].combine_chunks()
+    w = words(text)
+    exact = doc_hashes(w)
+    doc = doc_numbers(shard, first_row, n)
+    salt = source_salt(t["source"].combine_chunks(), p.scope)
+    score = t["quality_score"] if "quality_score" in t.column_names else pa.nulls(n, pa.float32())
+    meta = pa.table([pa.array(doc), t["id"], t["source"], score.cast(pa.float32()), pa.array(exact)], schema=META_SCHEMA)
+    keys, bands, docs, ex = [], [], [], []
+    if p.exact:
+        keys.append(mix64(exact ^ salt))
+        bands.append(np.full(n, -1, np.int16))
+        docs.append(doc)
+        ex.append(exact)
+    if p.fuzzy:
+        sig, n_sh = batch_signatures_words(text, w, p)
+        has = n_sh > 0
+        k = band_keys(sig[has], p.bands, p.rows, salt[has])
+        keys.append(k.ravel())
+        bands.append(np.tile(np.arange(p.bands, dtype=np.int16), int(has.sum())))
+        docs.append(np.repeat(doc[has], p.bands))
+        ex.append(np.repeat(exact[has], p.bands))
+    band_rows = pa.table([pa.array(np.concatenate(keys)), pa.array(np.concatenate(bands)),
+                          pa.array(np.concatenate(docs)), pa.array(np.concatenate(ex))], schema=BAND_SCHEMA)
+    return band_rows, meta
+
+
+PROVIDED_SCHEMA = pa.schema([("doc", pa.int64()), ("sig", pa.large_binary()), ("sh", pa.large_binary())])
+
+
+def provide_table(path: str, docs: np.ndarray, p: DedupParams) -> pa.Table:
+    """Signatures (as uint32: legacy values are below 2^32 too) and sorted 64-bit shingle sets
+    of the given documents (sorted, unique) of one shard, as binary columns."""
+    rows = (docs & np.int64(0xFFFFFFFF)).astype(np.int64)
+    text = pq.read_table(path, columns=["text"])["text"].take(pa.array(rows)).combine_chunks()
+    w = words(text)
+    sig, _ = batch_signatures_words(text, w, p)
+    sig = np.ascontiguousarray(sig.astype(np.uint32))
+    vals, off = shingle_sets(w, p.ngram)
+    sig_off = np.arange(len(docs) + 1, dtype=np.int64) * sig.shape[1] * 4
+    return pa.table([pa.array(docs), _binary(sig_off, sig), _binary(off.astype(np.int64) * 8, vals)], schema=PROVIDED_SCHEMA)
+
+
+def gather_sets(prov: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(signatures (n, num_perm) uint32, shingle offsets, shingle values) of a provided table."""
+    so, sv = unpack_binary(prov["sig"], np.uint32)
+    off, vals = unpack_binary(prov["sh"], np.uint64)
+    return sv.reshape(prov.num_rows, -1), off, vals
+
+
+def _binary(offsets: np.ndarray, values: np.ndarray) -> pa.Array:
+    """A large_binary array over a flat buffer without copying per row."""
+    return pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(offsets) - 1,
+                                            [None, pa.py_buffer(offsets), pa.py_buffer(values.view(np.uint8))])
+
+
+def unpack_binary(arr: pa.Array, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """(element offsets, values) of a large_binary column of packed ``dtype`` arrays."""
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    bufs = arr.buffers()
+    size = np.dtype(dtype).itemsize
+    off = np.frombuffer(bufs[1], np.int64, count=len(arr) + 1, offset=arr.offset * 8)
+    data = np.frombuffer(bufs[2], np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+    base = off[0]
+    vals = data[base:off[-1]].view(dtype)
+    return (off - base) // size, vals
+
+
+def dedup_schema(in_schema: pa.Schema) -> pa.Schema:
+    base = in_schema.remove(in_schema.get_field_index("dup_cluster")) if "dup_cluster" in in_schema.names else in_schema
+    return base.append(pa.field("dup_cluster", pa.string(), nullable=True))
+
+
+def apply_table(t: pa.Table, first_row: int, decided_rows: np.ndarray, cluster: np.ndarray, reason: np.ndarray,
+                schema: pa.Schema, keep_text: bool) -> tuple[pa.Table, pa.Table]:
+    """Mark one batch: rows in a cluster get ``dup_cluster`` (the keeper's id); rows with a
+    reason (``exact_duplicate_of:<id>`` / ``duplicate_of:<id>``) go to the rejected table."""
+    from siftmix.pipeline.schema import REJECTED_SCHEMA
+
+    n = t.num_rows
+    lo, hi = np.searchsorted(decided_rows, [first_row, first_row + n])
+    local = decided_rows[lo:hi] - first_row
+    cl = np.full(n, None, object)
+    rs = np.full(n, None, object)
+    cl[local] = cluster[lo:hi]
+    rs[local] = reason[lo:hi]
+    rej_mask = np.zeros(n, bool)
+    rej_mask[local] = np.fromiter((r is not None for r in reason[lo:hi]), bool, count=hi - lo)
+    if "dup_cluster" in t.column_names:
+        t = t.drop_columns(["dup_cluster"])
+    out = t.append_column("dup_cluster", pa.array(cl, pa.string())).select(schema.names).cast(schema)
+    score = t["quality_score"].cast(pa.float32()) if "quality_score" in t.column_names else pa.nulls(n, pa.float32())
+    rej = pa.table({"id": t["id"], "source": t["source"], "reason": pa.array(rs, pa.string()), "score": score,
+                    "text": t["text"] if keep_text else pa.nulls(n, pa.large_string()),
+                    "meta": t["meta"] if "meta" in t.column_names else pa.nulls(n, pa.string())},
+                   schema=REJECTED_SCHEMA).filter(pa.array(rej_mask))
+    return out.filter(pa.array(~rej_mask)), rej
+
+
+def reason_kind(reason: str) -> str:
+    return reason.split(":", 1)[0]
+
+
+def apply_shard(path: str, shard: int, decisions: pa.Table | None, out_dir: str, keep_text: bool,
+                max_bytes: int, batch_rows: int = 4096) -> dict:
+    """Write one shard's kept rows to ``out_dir/data`` and its duplicates to ``out_dir/rejected``
+    (names from the input shard's name, so the output does not depend on the workers)."""
+    from siftmix.pipeline.schema import REJECTED_SCHEMA
+    from siftmix.pipeline.shards import ShardWriter
+
+    pf = pq.ParquetFile(path)
+    schema = dedup_schema(pf.schema_arrow)
+    name = os.path.basename(path).removesuffix(".parquet")
+    data = ShardWriter(os.path.join(out_dir, "data"), name, schema, max_bytes)
+    rej = ShardWriter(os.path.join(out_dir, "rejected"), name, REJECTED_SCHEMA, max_bytes)
+    if decisions is not None and decisions.num_rows:
+        decisions = decisions.sort_by("doc")
+        rows = (decisions["doc"].to_numpy() & np.int64(0xFFFFFFFF)).astype(np.int64)
+        cluster = np.asarray(decisions["cluster"].to_pylist(), object)
+        reason = np.asarray(decisions["reason"].to_pylist(), object)
+    else:
+        rows, cluster, reason = np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0, object)
+    stats = {"file": os.path.basename(path), "source": None, "docs_in": 0, "kept": 0, "rejected": Counter(),
+             "bytes_in": 0, "chars_kept": 0, "bytes_kept": 0}
+    first = 0
+    for batch in pf.iter_batches(batch_size=batch_rows):
+        t = pa.Table.from_batches([batch])
+        if stats["source"] is None and t.num_rows:
+            stats["source"] = t["source"][0].as_py()
+        kept, rejected = apply_table(t, first, rows, cluster, reason, schema, keep_text)
+        first += t.num_rows
+        stats["docs_in"] += t.num_rows
+        stats["bytes_in"] += pc.sum(pc.binary_length(t["text"])).as_py() or 0
+        stats["kept"] += kept.num_rows
+        if kept.num_rows:
+            stats["chars_kept"] += pc.sum(pc.utf8_length(kept["text"])).as_py()
+            stats["bytes_kept"] += pc.sum(pc.binary_length(kept["text"])).as_py()
+        stats["rejected"].update(reason_kind(r) for r in rejected["reason"].to_pylist())
+        data.write(kept)
+        rej.write(rejected)
+    stats["shards"] = data.close()
+    stats["rejected_shards"] = rej.close()
+    stats["rejected"] = dict(sorted(stats["rejected"].items()))
+    return stats
