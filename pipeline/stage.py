@@ -9,6 +9,7 @@ fingerprint is skipped on rerun.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -112,10 +113,13 @@ class StageOutput:
             "argv": sys.argv,
         }
         tmp_manifest = self.path(MANIFEST + ".tmp")
-        with open(tmp_manifest, "w", encoding="utf-8") as fh:
-            json.dump(manifest, fh, indent=2, sort_keys=False)
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with open(tmp_manifest, "w", encoding="utf-8") as fh:
+                json.dump(manifest, fh, indent=2, sort_keys=False)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as err:  # a full disk fails in write/flush, with no file name: name it
+            raise _named(err, tmp_manifest) from None
         os.replace(tmp_manifest, self.path(MANIFEST))
         old = None
         if os.path.exists(self.final):
@@ -129,6 +133,35 @@ class StageOutput:
 
     def abort(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _named(err: OSError, path: str) -> OSError:
+    """The same kind of OSError (PermissionError, ...), naming ``path``: one line for the user."""
+    return type(err)(err.errno, err.strerror or str(err), path) if err.errno else OSError(f"{err}: {path}")
+
+
+def check_writable(folder: str) -> None:
+    """Fail at once, before any work starts, if ``folder`` (the run dir) cannot be created or
+    written: one OSError naming it (permission denied, not a directory, read-only or full disk)."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise NotADirectoryError(errno.ENOTDIR, "the run dir is a file, not a folder", folder)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as err:
+        raise _named(err, err.filename or folder) from None
+    probe = os.path.join(folder, f".siftmix-write-test-{os.getpid()}")
+    try:
+        with open(probe, "wb") as fh:
+            fh.write(b"siftmix")
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as err:
+        raise _named(err, folder) from None
+    finally:
+        try:
+            os.remove(probe)
+        except OSError:
+            pass
 
 
 def _fsync_dir(path: str) -> None:
