@@ -70,13 +70,40 @@ def ray_session(cfg: RayConfig, address: str | None = None, log: Callable[[str],
 
 
 class TaskError(RuntimeError):
-    """A Ray task raised: the message is one line naming the task's input and the cause."""
+    """A Ray task raised: the message is one line naming the task's input and the cause;
+    ``cause`` is the exception the task raised."""
+
+    def __init__(self, msg: str, cause: BaseException | None = None):
+        super().__init__(msg)
+        self.cause = cause
 
 
 def _one_line(err: BaseException) -> str:
     cause = getattr(err, "cause", None) or err
     msg = str(cause).strip().splitlines()
     return f"{type(cause).__name__}: {msg[-1] if msg else ''}"
+
+
+def _task_error(name: str, task, err: BaseException) -> TaskError:
+    """One line for a task that raised (its exception) or whose worker died too often."""
+    import ray
+
+    where = f"a {name.strip('_').removesuffix('_task')} task failed{_task_input(task)}"
+    if isinstance(err, ray.exceptions.RayTaskError):
+        return TaskError(f"{where}: {_one_line(err)}", getattr(err, "cause", None))
+    first = (str(err).strip().splitlines() or [""])[0]
+    return TaskError(f"{where}: its Ray worker died and the retries are spent (killed, out of memory or "
+                     f"crashed; the Ray logs tell which): {type(err).__name__}: {first}", err)
+
+
+def _task_input(task) -> str:
+    """The input a task works on, for error messages: its file or folder, if it names one."""
+    if not isinstance(task, dict):
+        return ""
+    for key in ("path", "dir"):
+        if isinstance(task.get(key), str):
+            return f" on {task[key]}"
+    return _task_input(task.get("task"))
 
 
 def _call(fn: Callable, task: dict, kwargs: dict) -> dict:
@@ -104,31 +131,40 @@ def map_tasks(fn: Callable[[dict], dict], tasks: list[dict], *, workers: int | N
     fn_ref = ray.put(fn)
     kw_ref = ray.put(fn_kwargs or {})
     pending: list = []
+    inputs: dict = {}  # ObjectRef -> task, to name the input of a task that fails
     queue = iter(tasks)
+
+    def submit(t: dict) -> None:
+        ref = remote.remote(fn_ref, t, kw_ref)
+        inputs[ref] = t
+        pending.append(ref)
+
     for t in queue:
-        pending.append(remote.remote(fn_ref, t, kw_ref))
+        submit(t)
         if len(pending) >= workers:
             break
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
         for t in queue:
-            pending.append(remote.remote(fn_ref, t, kw_ref))
+            submit(t)
             break
         try:
-            yield ray.get(done[0])
-        except ray.exceptions.RayTaskError as err:
+            result = ray.get(done[0])
+        except ray.exceptions.RayError as err:  # the task raised, or its worker died max_retries + 1 times
             for p in pending:
                 ray.cancel(p)
-            raise TaskError(f"a {getattr(fn, '__name__', 'task')} task failed: {_one_line(err)}") from None
+            raise _task_error(getattr(fn, "__name__", "task"), inputs.get(done[0]), err) from None
+        inputs.pop(done[0], None)
+        yield result
 
 
 def map_actors(actor_cls: type, ctor_kwargs: dict, tasks: list[dict], *, workers: int | None = None,
                num_cpus: float = 1, num_gpus: float = 0) -> Iterator[dict]:
     """Run ``actor.process(task) -> dict`` over a pool of actors, each constructed once (a model
     loaded once per actor, never per batch or per task), yielding results as they finish.
-    Default pool size: what the cluster's CPUs (and GPUs, when asked for) allow."""
+    Default pool size: what the cluster's CPUs (and GPUs, when asked for) allow. An actor whose
+    process dies is restarted once, and its call retried (``max_restarts``, ``max_task_retries``)."""
     import ray
-    from ray.util import ActorPool
 
     if not tasks:
         return
@@ -140,9 +176,30 @@ def map_actors(actor_cls: type, ctor_kwargs: dict, tasks: list[dict], *, workers
     workers = min(workers, len(tasks))
     remote_cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=1, max_task_retries=2)(actor_cls)
     actors = [remote_cls.remote(**ctor_kwargs) for _ in range(workers)]
+    idle, running = list(actors), {}  # running: ObjectRef -> (actor, task)
+    queue = iter(tasks)
+
+    def fill() -> None:
+        if not idle:
+            return
+        for t in queue:
+            a = idle.pop()
+            running[a.process.remote(t)] = (a, t)
+            if not idle:
+                break
+
     try:
-        pool = ActorPool(actors)
-        yield from pool.map_unordered(lambda a, t: a.process.remote(t), tasks)
+        fill()
+        while running:
+            (done,), _ = ray.wait(list(running), num_returns=1)
+            actor, task = running.pop(done)
+            try:
+                result = ray.get(done)
+            except ray.exceptions.RayError as err:  # process raised, or its actor died for good
+                raise _task_error(f"{actor_cls.__name__}.process", task, err) from None
+            idle.append(actor)
+            fill()
+            yield result
     finally:
         for a in actors:
             ray.kill(a)
