@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/pip --disable-pip-version-check
 DEMO_SIZE ?= 10MB
 
-.PHONY: install demo test test-fast bench lint clean chromium
+.PHONY: install demo test test-fast bench bench-peers lint clean chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,7 +37,20 @@ chromium:
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not integration"
 
-bench: install
+# Benchmark peers that must not share our venv (datatrove pins xxhash<4; its minhash passes str to
+# xxhash, which 4.x refuses): their own venv, used by bench/bench_dedup.py. rensa and datasketch are in .venv.
+PEERS       := bench/.peers-venv
+PEERS_STAMP := $(PEERS)/.installed
+$(PEERS_STAMP): Makefile
+	@test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/pip --disable-pip-version-check install -q -U "pip>=25"
+	$(PEERS)/bin/pip --disable-pip-version-check install -q "datatrove[processing]==0.10.1" spacy==3.8.18 \
+	  "xxhash==3.8.2" orjson==3.13.0 numpy==2.4.6
+	@touch $(PEERS_STAMP)
+
+bench-peers: $(PEERS_STAMP)
+
+bench: install bench-peers
 	$(BIN)/python -m bench.run_all
 
 lint: install

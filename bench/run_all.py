@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench import bench_decontam, bench_ingest, bench_mix, bench_quality
+from bench import bench_decontam, bench_dedup, bench_ingest, bench_mix, bench_quality
 
 
 def main() -> None:
@@ -23,6 +23,7 @@ def main() -> None:
     ingest = bench_ingest.main(["--size", "20MB", "--repeat", "2", "--name", "ingest-quick"] if args.quick else [])
     mix = bench_mix.main(["--size", "10MB", "--repeat", "1", "--name", "mix-quick"] if args.quick else [])
     decontam = bench_decontam.main(["--mb", "8", "--reference-mb", "1", "--name", "decontam-quick"] if args.quick else [])
+    dedup = bench_dedup.main(["--quick"] if args.quick else [])
     quality = {} if args.quick else bench_quality.main([])
     print("\nsummary (overhead = siftmix time / bare loop time, per core)")
     for fmt, r in ingest["formats"].items():
@@ -34,6 +35,16 @@ def main() -> None:
           f"stage {mix['stage']['mb_s_per_core_1_worker']} MB/s/core")
     print(f"  decontam scan: {decontam['siftmix']['mb_s_per_core']} MB/s/core, "
           f"{decontam['speedup_vs_reference']}x a brute-force appendix C script (target 30x)")
+    if "signatures" in dedup:
+        sg = dedup["signatures"]
+        print(f"  dedup signatures: siftmix {sg['methods']['siftmix']['mb_s_per_core']} MB/s/core; siftmix/peer "
+              + ", ".join(f"{k} {v}x" for k, v in sg["ratio_siftmix_over_peer"].items()))
+    for k, v in dedup.get("end_to_end", {}).get("methods", {}).items():
+        if "skipped" in v:
+            print(f"  dedup end to end {k}: skipped ({v['skipped']})")
+        else:
+            print(f"  dedup end to end {k}: {v['mb_s']} MB/s wall, peak PSS {v['peak_pss_mb']} MB, removed {v['removed']}, "
+                  f"pair precision {v.get('precision')} recall {v.get('recall')}")
     if quality:
         sp = quality["speed"]
         print(f"  quality fastText: score path {sp['fasttext']['score_path_overhead']:.2f}x, shard work "
