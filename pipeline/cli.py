@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from .config import FORMATS, ConfigError, config_from_dict, load_config
+from .config import FORMATS, STAGE_ORDER, ConfigError, config_from_dict, load_config
 
 app = typer.Typer(
     name="siftmix",
@@ -308,6 +308,33 @@ def _run_until(cfg, stage: str, force: bool, address: str | None, workers: int |
 
 @app.command()
 @guarded
+def dedup(config: ConfigArg, force: ForceOpt = False, address: AddressOpt = None, workers: WorkersOpt = None):
+    """Remove exact and near-duplicate documents (MinHash LSH, GPT-3 appendix A).
+
+    Exact duplicates (equal text after lowercasing and removing punctuation) collapse first; then
+    documents whose 5-word shingle sets have Jaccard >= dedup.threshold (0.8) are found by MinHash
+    LSH, each candidate checked exactly, and grouped into clusters. One keeper per cluster: source
+    priority, then quality score, then smallest id. Within each source by default
+    (dedup.scope: cross_source for all together). Writes RUN_DIR/20_dedup (data, rejected with
+    duplicate_of:<id>, clusters).
+
+    Examples:
+
+        siftmix dedup configs/demo.yaml
+
+        siftmix dedup configs/gpt3.yaml --workers 32 --force
+    """
+    from .runner import stage_dir
+
+    cfg = load_config(config)
+    if "dedup" not in cfg.stages:
+        cfg.stages = [s for s in STAGE_ORDER if s in [*cfg.stages, "dedup"]]
+    _run_until(cfg, "dedup", force, address, workers)
+    print(stage_dir(cfg, "dedup"))
+
+
+@app.command()
+@guarded
 def decontam(config: ConfigArg, force: ForceOpt = False, address: AddressOpt = None, workers: WorkersOpt = None):
     """Remove benchmark contamination from the training data (GPT-3 appendix C) and report it.
 
@@ -364,7 +391,7 @@ def audit(
                                 "ingest": {"min_chars": 1}, "decontam": {"benchmarks": benchmarks}},
                                base_dir=os.getcwd(), where="command line")
     if "decontam" not in cfg.stages:
-        cfg.stages = [s for s in ("ingest", "quality", "decontam", "mix") if s in [*cfg.stages, "decontam"]]
+        cfg.stages = [s for s in STAGE_ORDER if s in [*cfg.stages, "decontam"]]
     _run_until(cfg, "decontam", force, address, workers, audit_only=True)
     print(os.path.join(cfg.run_dir, "30_audit", "audit.html"))
 

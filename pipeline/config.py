@@ -201,8 +201,8 @@ class DedupConfig(_Strict):
     scheme: Literal["affine32", "legacy"] = Field("affine32", description="datasketch 2.0's permutation scheme (legacy = datasketch 1.x)")
     bands: int | None = Field(None, gt=0, description="LSH bands (with rows); default: chosen from the threshold")
     rows: int | None = Field(None, gt=0, description="rows per band (with bands)")
-    fp_weight: float = Field(0.1, ge=0, le=1, description="weight of false positives when choosing bands x rows "
-                             "(candidates are verified, so recall is weighted: 14 x 9 at 0.8 / 128)")
+    fp_weight: float = Field(0.05, ge=0, le=1, description="weight of false positives when choosing bands x rows "
+                             "(candidates are verified, so recall is weighted: 16 x 8 at 0.8 / 128)")
     verify: Literal["exact", "signature", "none"] = Field(
         "exact", description="exact: signature estimate >= prefilter, then exact Jaccard of the shingle sets >= threshold; "
                              "signature: estimate >= threshold; none: every LSH candidate is an edge")

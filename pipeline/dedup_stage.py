@@ -220,7 +220,7 @@ def _double_task(task: dict, work: str, n_parts: int) -> dict:
 
 
 def _large_star_task(task: dict, work: str, n_parts: int) -> dict:
-    """Round r: check whether the partition is already a star forest; if not, large-star."""
+    """Round r: count the partition's nodes that are not yet in a star, and large-star it."""
     import pyarrow as pa
     from siftmix.dedup.cluster import large_star, star_violations, unique_edges
 
@@ -230,10 +230,9 @@ def _large_star_task(task: dict, work: str, n_parts: int) -> dict:
         return {"violations": 0, "edges": 0}
     u, v, _ = unique_edges(t["u"].to_numpy(), t["v"].to_numpy())
     left = star_violations(u, v)
-    if left:
-        x, y = large_star(u, v)
-        write_partitioned(pa.table({"u": x, "v": y}), partition_of(x, n_parts),
-                          lambda k: _p(work, "cc", f"r{r:04d}ls", f"p{k:05d}"), f"from{p:05d}.parquet")
+    x, y = large_star(u, v)  # always: another partition may need a next round
+    write_partitioned(pa.table({"u": x, "v": y}), partition_of(x, n_parts),
+                      lambda k: _p(work, "cc", f"r{r:04d}ls", f"p{k:05d}"), f"from{p:05d}.parquet")
     return {"violations": left, "edges": int(len(u))}
 
 

@@ -1,0 +1,174 @@
+"""Pure, vectorised dedup pieces against brute force: bucket candidates, verification, star
+contraction vs scipy components, keeper choice, exact (normalised) hashes, sign_table."""
+
+import itertools
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from siftmix.contamination.ngrams import words
+from siftmix.dedup.cluster import (
+    bucket_candidates,
+    choose_keeper,
+    choose_keepers,
+    components,
+    components_min_label,
+    large_star,
+    small_star,
+    star_violations,
+    unique_edges,
+    verify_pairs,
+)
+from siftmix.dedup.minhash import batch_signatures, doc_hashes, shingle_sets, shingle_strings
+from siftmix.dedup.shard import DedupParams, sign_table
+
+
+def _brute_candidates(key, band, doc, exact, max_bucket, pivots=8):
+    out = {}
+    for k in set(key.tolist()):
+        rows = [i for i in range(len(key)) if key[i] == k]
+        if band[rows[0]] < 0:
+            m = min(doc[i] for i in rows)
+            for i in rows:
+                if doc[i] != m:
+                    out[(m, doc[i])] = 0
+            continue
+        reps = {}
+        for i in rows:
+            reps[exact[i]] = min(reps.get(exact[i], doc[i]), doc[i])
+        # members in (exact, doc) order, as the vectorised version sorts them
+        members = [reps[e] for e in sorted(reps)]
+        for j in range(len(members)):
+            for i in range(j if len(members) <= max_bucket else min(j, pivots)):
+                a, b = sorted((members[i], members[j]))
+                out.setdefault((a, b), 1)
+    return out
+
+
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(-1, 2), st.integers(0, 30)), max_size=80, unique=True),
+       st.integers(2, 5))
+def test_bucket_candidates_equal_brute_force(rows, max_bucket):
+    # the key determines the band (as in the stage: the band is mixed into the key); a document
+    # has one normalised-text hash (documents 0-2, 3-5, ... are exact duplicates of each other)
+    key = np.array([r[0] * 10 + r[1] + 1 for r in rows], np.uint64)
+    band = np.array([r[1] for r in rows], np.int16)
+    doc = np.array([r[2] for r in rows], np.int64)
+    exact = (doc // 3).astype(np.uint64)
+    a, b, k = bucket_candidates(key, band, doc, exact, max_bucket=max_bucket, pivots=2)
+    got = {(int(x), int(y)): int(z) for x, y, z in zip(a, b, k)}
+    want = {}
+    for (x, y), z in _brute_candidates(key, band, doc, exact, max_bucket, pivots=2).items():
+        want[(x, y)] = min(z, want.get((x, y), 9))
+    assert got == want
+    assert all(x < y for x, y in got)
+
+
+def test_verify_pairs_equal_brute_force():
+    texts = [" ".join(f"w{i}" for i in range(s, s + 60)) for s in (0, 3, 10, 40, 0)] + ["too short", ""]
+    w = words(texts)
+    vals, off = shingle_sets(w, 5)
+    sig = batch_signatures(texts, num_perm=64)
+    ia, ib = np.array([0, 0, 0, 1, 0, 5]), np.array([1, 2, 3, 3, 4, 6])
+    est, jac = verify_pairs(sig, off, vals, ia, ib)
+    sets = [set(shingle_strings(t)) for t in texts]
+    for p, (i, j) in enumerate(zip(ia, ib)):
+        u = sets[i] | sets[j]
+        assert jac[p] == pytest.approx(len(sets[i] & sets[j]) / len(u) if u else 1.0)
+        assert est[p] == pytest.approx(np.mean(sig[i] == sig[j]))
+
+
+def _star_contraction(a, b):
+    """Large-star / small-star to convergence in one process (the stage runs the same steps per
+    partition)."""
+    u, v = np.concatenate([a, b]), np.concatenate([b, a])
+    for _ in range(100):
+        u, v, _ = unique_edges(u, v)
+        if star_violations(u, v) == 0:
+            break
+        x, y = large_star(u, v)
+        x, y = small_star(x, y)
+        u, v = np.concatenate([x, y]), np.concatenate([y, x])
+    else:
+        raise AssertionError("no convergence")
+    d, i = np.unique(u, return_index=True)
+    return dict(zip(d.tolist(), np.minimum(d, v[i]).tolist()))
+
+
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40)), max_size=120))
+def test_star_contraction_equals_scipy_and_union_find(edges):
+    edges = [(a, b) for a, b in edges if a != b]
+    a = np.array([e[0] for e in edges], np.int64)
+    b = np.array([e[1] for e in edges], np.int64)
+    nodes, root = components_min_label(a, b)
+    want = dict(zip(nodes.tolist(), root.tolist()))
+    assert _star_contraction(a, b) == want
+    uf = {int(m): int(r) for r, ms in components([(str(x).zfill(3), str(y).zfill(3)) for x, y in edges]).items() for m in ms
+          for r in [r]} if edges else {}
+    assert {int(k): int(v) for k, v in uf.items()} == want
+
+
+def test_star_contraction_long_path():
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(2000)
+    a, b = perm[:-1].astype(np.int64), perm[1:].astype(np.int64)  # one path through 2000 nodes
+    got = _star_contraction(a, b)
+    assert set(got.values()) == {0} and len(got) == 2000
+
+
+def test_choose_keepers_equal_scalar_rule():
+    rng = np.random.default_rng(0)
+    n = 300
+    root = rng.integers(0, 40, n)
+    srcs = np.array(["common_crawl", "webtext2", "wikipedia", "other"])
+    source = srcs[rng.integers(0, 4, n)]
+    score = np.where(rng.random(n) < 0.3, np.nan, rng.choice([0.1, 0.5, 0.9], n))
+    ids = np.array([f"id{rng.integers(0, 10**6):07d}-{i}" for i in range(n)])
+    exact = rng.integers(0, 3, n).astype(np.uint64)
+    prio = ["wikipedia", "books1", "webtext2", "common_crawl"]
+    rank = {s: i for i, s in enumerate(prio)}
+    r = choose_keepers(root, np.arange(n), ids, np.array([rank.get(s, 4) for s in source]), score, exact)
+    for g in np.unique(root):
+        members = np.flatnonzero(root == g)
+        want = choose_keeper([{"id": ids[i], "source": source[i], "quality_score": None if np.isnan(score[i]) else score[i]}
+                              for i in members], prio)["id"]
+        assert {ids[r["keeper"][i]] for i in members} == {want}
+        assert (r["size"][members] == len(members)).all()
+        k = r["keeper"][members[0]]
+        assert (r["exact"][members] == (exact[members] == exact[k])).all()
+
+
+def test_doc_hashes_normalise_case_punctuation_spacing():
+    texts = ["The cat, sat.", "the CAT sat", "  the\ncat   sat!!", "the cat sat on", "", "!!!"]
+    h = doc_hashes(words(texts))
+    assert h[0] == h[1] == h[2]
+    assert h[3] != h[0]
+    assert h[4] == h[5]  # no words at all: one (empty) normalised text
+
+
+def test_sign_table_rows_and_scope():
+    t = pa.table({"id": ["a", "b", "c"], "source": ["s1", "s2", "s1"],
+                  "text": ["one two three four five six seven", "one two three four five six seven", "tiny"]})
+    p = DedupParams(bands=4, rows=3, num_perm=16)
+    bands, meta = sign_table(t, 3, 10, p)
+    assert meta["doc"].to_pylist() == [(3 << 32) | 10, (3 << 32) | 11, (3 << 32) | 12]
+    # 3 exact rows + 4 band rows for each document with shingles ("tiny" has none)
+    assert bands.num_rows == 3 + 2 * 4
+    key = bands["key"].to_numpy()
+    band = bands["band"].to_numpy()
+    doc = bands["doc"].to_numpy() & 0xFFFFFFFF
+    # within_source: identical texts of different sources never share a key
+    assert not set(key[doc == 10]) & set(key[doc == 11])
+    bands, _ = sign_table(t, 3, 10, DedupParams(bands=4, rows=3, num_perm=16, scope="cross_source"))
+    key, doc = bands["key"].to_numpy(), bands["doc"].to_numpy() & 0xFFFFFFFF
+    assert set(key[doc == 10]) == set(key[doc == 11])
+    assert (band[band >= 0] < 4).all()
+
+
+def test_pairs_in_big_buckets_use_pivots():
+    n = 200  # one bucket of 200 distinct documents (boilerplate): 8 pivots, not 19,900 pairs
+    a, b, k = bucket_candidates(np.full(n, 7, np.uint64), np.zeros(n, np.int16), np.arange(n, dtype=np.int64),
+                                np.arange(n, dtype=np.uint64), max_bucket=64, pivots=8)
+    assert len(a) == sum(min(j, 8) for j in range(n))
+    assert set(itertools.chain(a.tolist(), b.tolist())) == set(range(n))
