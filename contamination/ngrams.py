@@ -26,6 +26,10 @@ NGRAM_PRIME = np.uint64(0x9E3779B97F4A7C15)
 _ASCII_PUNCT = np.zeros(128, dtype=np.bool_)
 for _c in string.punctuation:
     _ASCII_PUNCT[ord(_c)] = True
+_ASCII_CLASS = np.zeros(128, dtype=np.uint8)  # 0 word character, 1 space, 2 punctuation
+_ASCII_CLASS[_ASCII_PUNCT] = 2
+for _c in (0x9, 0xA, 0xB, 0xC, 0xD, 0x1C, 0x1D, 0x1E, 0x1F, 0x20):
+    _ASCII_CLASS[_c] = 1
 _SPACES = (0x9, 0xA, 0xB, 0xC, 0xD, 0x1C, 0x1D, 0x1E, 0x1F, 0x20, 0x85, 0xA0, 0x1680, 0x2028, 0x2029, 0x202F,
            0x205F, 0x3000)
 
@@ -63,10 +67,10 @@ def _emit(doc_of, hashes, starts, ends, nw, d, h, start, end):
 
 
 @numba.njit(cache=True)
-def _scan(data, offsets, ascii_punct):
+def _scan(data, offsets, ascii_punct, ascii_class):
     """Words of every document: (doc index, FNV-1a hash, start char, end char)."""
     n_docs = len(offsets) - 1
-    cap = len(data) // 1 + 1
+    cap = (len(data) + n_docs) // 2 + 1  # a word and the space after it take at least 2 bytes
     doc_of = np.empty(cap, np.int32)
     hashes = np.empty(cap, np.uint64)
     starts = np.empty(cap, np.int64)
@@ -82,9 +86,24 @@ def _scan(data, offsets, ascii_punct):
         tok_start = 0
         while i < end:
             b = data[i]
-            if b < 0x80:
-                cp = b
-                ln = 1
+            if b < 0x80:  # ASCII fast path: one table lookup (0 word char, 1 space, 2 punctuation)
+                c = ascii_class[b]
+                if c == 1:
+                    if in_tok and has:
+                        nw = _emit(doc_of, hashes, starts, ends, nw, d, h, tok_start, ch)
+                    in_tok = False
+                else:
+                    if not in_tok:
+                        in_tok = True
+                        h = FNV_OFFSET
+                        has = False
+                        tok_start = ch
+                    if c == 0:
+                        has = True
+                        h = (h ^ np.uint64(b)) * FNV_PRIME
+                i += 1
+                ch += 1
+                continue
             elif b < 0xE0:
                 cp = ((b & 0x1F) << 6) | (data[i + 1] & 0x3F)
                 ln = 2
@@ -132,7 +151,8 @@ class Words:
 
     def __init__(self, doc, hash_, start, end, n_docs):
         self.doc, self.hash, self.start, self.end, self.n_docs = doc, hash_, start, end, n_docs
-        self.doc_start = np.searchsorted(doc, np.arange(n_docs + 1))  # words of doc d: [doc_start[d], doc_start[d+1])
+        # words of doc d: [doc_start[d], doc_start[d+1]) (queries in doc's dtype: no copy of doc)
+        self.doc_start = np.searchsorted(doc, np.arange(n_docs + 1, dtype=doc.dtype))
 
 
 def words(text: pa.Array | pa.ChunkedArray | list[str]) -> Words:
@@ -147,7 +167,7 @@ def words(text: pa.Array | pa.ChunkedArray | list[str]) -> Words:
     bufs = low.buffers()
     offsets = np.frombuffer(bufs[1], dtype=np.int64, count=len(low) + 1 + low.offset)[low.offset:]
     data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
-    doc, h, s, e = _scan(data, offsets, _ASCII_PUNCT)
+    doc, h, s, e = _scan(data, offsets, _ASCII_PUNCT, _ASCII_CLASS)
     return Words(doc, h, s, e, len(low))
 
 

@@ -138,6 +138,41 @@ def _sig_legacy(hashes, docs, a, b, out):
                 out[d, k] = v
 
 
+@numba.njit(cache=True)
+def _sig_words_affine32(word_hash, doc_start, n, a, b, out):
+    """Fused fast path: each document's n-gram hashes (the polynomial of
+    :func:`siftmix.contamination.ngrams.ngram_hashes`), folded to 32 bits and permuted, without
+    materialising the shingles."""
+    prime = np.uint64(0x9E3779B97F4A7C15)
+    m32 = np.uint64(0xFFFFFFFF)
+    P = len(a)
+    for d in range(len(doc_start) - 1):
+        row = out[d]
+        for i in range(doc_start[d], doc_start[d + 1] - n + 1):
+            g = np.uint64(0)
+            for k in range(n):
+                g = g * prime + word_hash[i + k]
+            h = ((g >> np.uint64(32)) ^ (g & m32)) & m32
+            h ^= h >> np.uint64(16)
+            h = (h * np.uint64(0x85EBCA6B)) & m32
+            h ^= h >> np.uint64(13)
+            h = (h * np.uint64(0xC2B2AE35)) & m32
+            h ^= h >> np.uint64(16)
+            for k in range(P):
+                v = np.uint32((np.uint64(a[k]) * h + np.uint64(b[k])) & m32)
+                if v < row[k]:
+                    row[k] = v
+
+
+def signatures_from_words(w: Words, n: int = 5, num_perm: int = 128, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Fast family, affine32: (signatures, shingles per document) straight from a batch's words,
+    equal to ``signatures(*shingle_hashes(None, n, w), ...)``."""
+    a, b = permutations(num_perm, seed, "affine32")
+    sig = np.full((w.n_docs, num_perm), 0xFFFFFFFF, dtype=np.uint32)
+    _sig_words_affine32(w.hash, w.doc_start.astype(np.int64), n, a, b, sig)
+    return sig, np.maximum(np.diff(w.doc_start) - n + 1, 0)
+
+
 def signatures(hashes: np.ndarray, docs: np.ndarray, n_docs: int, num_perm: int = 128, seed: int = 1,
                scheme: str = "affine32", chunk: int = 1 << 16) -> np.ndarray:
     """(n_docs, num_perm) signatures from shingle hashes and their document indices: one
@@ -185,6 +220,8 @@ def batch_signatures(text: pa.Array | list[str], n: int = 5, num_perm: int = 128
         texts = text.to_pylist() if isinstance(text, pa.Array | pa.ChunkedArray) else list(text)
         h, d = compat_shingle_hashes(texts, n, hashfunc)
         return signatures(h, d, len(texts), num_perm, seed, scheme)
+    if scheme == "affine32":
+        return signatures_from_words(words(text), n, num_perm, seed)[0]
     h, d = shingle_hashes(text, n)
     return signatures(h, d, len(text), num_perm, seed, scheme)
 

@@ -22,7 +22,14 @@ import xxhash
 from siftmix.contamination.ngrams import words
 
 from .lsh import band_keys, mix64
-from .minhash import compat_shingle_hashes, doc_hashes, shingle_hashes, shingle_sets, signatures
+from .minhash import (
+    compat_shingle_hashes,
+    doc_hashes,
+    shingle_hashes,
+    shingle_sets,
+    signatures,
+    signatures_from_words,
+)
 
 BAND_SCHEMA = pa.schema([("key", pa.uint64()), ("band", pa.int16()), ("doc", pa.int64()), ("exact", pa.uint64())])
 META_SCHEMA = pa.schema([("doc", pa.int64()), ("id", pa.string()), ("source", pa.string()),
@@ -64,6 +71,8 @@ def batch_signatures_words(text: pa.Array, w, p: DedupParams) -> tuple[np.ndarra
     """(signatures, shingles per document) of a batch whose words are already scanned."""
     if p.hash == "datasketch":
         h, d = compat_shingle_hashes(text.to_pylist(), p.ngram)
+    elif p.scheme == "affine32":
+        return signatures_from_words(w, p.ngram, p.num_perm, p.seed)
     else:
         h, d = shingle_hashes(None, p.ngram, w=w)
     return signatures(h, d, w.n_docs, p.num_perm, p.seed, p.scheme), np.bincount(d, minlength=w.n_docs)

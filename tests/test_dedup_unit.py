@@ -172,3 +172,15 @@ def test_pairs_in_big_buckets_use_pivots():
                                 np.arange(n, dtype=np.uint64), max_bucket=64, pivots=8)
     assert len(a) == sum(min(j, 8) for j in range(n))
     assert set(itertools.chain(a.tolist(), b.tolist())) == set(range(n))
+
+
+@given(st.lists(st.text(alphabet="ab cDé,.\n\u00a0", max_size=60), max_size=12), st.integers(1, 6))
+def test_fused_signatures_equal_materialised_shingles(texts, n):
+    from siftmix.dedup.minhash import shingle_hashes, signatures, signatures_from_words, signatures_numpy
+
+    w = words(texts)
+    fused, count = signatures_from_words(w, n, 32, 7)
+    h, d = shingle_hashes(None, n, w=w)
+    assert (fused == signatures(h, d, len(texts), 32, 7)).all()
+    assert (fused == signatures_numpy(h, d, len(texts), 32, 7)).all()
+    assert (count == np.bincount(d, minlength=len(texts))).all()
