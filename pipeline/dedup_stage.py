@@ -401,11 +401,12 @@ def run_dedup(cfg: RunConfig, *, force: bool = False, workers: int | None = None
     timings: dict[str, float] = {}
     edge_stats = {"exact": 0, "candidates": 0, "verified": 0}
 
-    def run(fn, tasks, label=None, **kw):
-        bar = Progress(f"dedup: {label}", len(tasks), console=console, enabled=progress and label is not None, unit="tasks")
+    def run(fn, tasks, label=None, docs_key=None, **kw):
+        bar = Progress(f"dedup: {label}", len(tasks), console=console, enabled=progress and label is not None, unit="tasks",
+                       docs_total=m_in["counts"]["kept"] if docs_key else None)
         try:
             for r in map_tasks(fn, tasks, workers=workers, fn_kwargs=kw):
-                bar.advance()
+                bar.advance(docs=r.get(docs_key, 0) if docs_key else 0)
                 yield r
         finally:
             bar.close()
@@ -414,7 +415,7 @@ def run_dedup(cfg: RunConfig, *, force: bool = False, workers: int | None = None
         work = out.path("_work")
         allp = [{"partition": q} for q in range(parts)]
         with _Step("sign", timings):
-            res = list(run(_sign_task, [{"path": f, "shard": i} for i, f in enumerate(shards)], "sign",
+            res = list(run(_sign_task, [{"path": f, "shard": i} for i, f in enumerate(shards)], "sign", "docs",
                            params=params, work=work, n_parts=parts))
             n_docs, n_bytes = sum(r["docs"] for r in res), sum(r["bytes"] for r in res)
         log(f"dedup: {n_docs:,} documents signed ({n_bytes / 1e6:.1f} MB, {timings['sign_s']:.1f}s); LSH {bands} bands x "
@@ -461,7 +462,7 @@ def run_dedup(cfg: RunConfig, *, force: bool = False, workers: int | None = None
                             "exact_clusters": n_cl - sum(r["fuzzy_clusters"] for r in res),
                             "size_histogram": {str(k): v for k, v in sorted(hist.items())}}
         with _Step("apply", timings):
-            results = list(run(_apply_task, [{"path": f, "shard": i} for i, f in enumerate(shards)], "write",
+            results = list(run(_apply_task, [{"path": f, "shard": i} for i, f in enumerate(shards)], "write", "docs_in",
                                work=work, out_dir=out.tmp, keep_text=cfg.ingest.keep_rejected_text,
                                max_bytes=cfg.ingest.shard_max_bytes))
         shutil.rmtree(work, ignore_errors=True)

@@ -206,12 +206,15 @@ def map_actors(actor_cls: type, ctor_kwargs: dict, tasks: list[dict], *, workers
 
 
 class Progress:
-    """Stage progress: a rich bar on a terminal, plain log lines every few seconds otherwise."""
+    """Stage progress: a rich bar on a terminal, plain log lines every few seconds otherwise.
+
+    Counts tasks (files, shards), and where the stage knows them, bytes (rate, ETA) and
+    documents (``docs_total``: documents processed / total and documents per second)."""
 
     def __init__(self, label: str, total: int, total_bytes: int | None = None, unit: str = "files",
-                 console=None, enabled: bool = True):
+                 console=None, enabled: bool = True, docs_total: int | None = None):
         self.label, self.total, self.total_bytes, self.unit = label, total, total_bytes, unit
-        self.done, self.bytes = 0, 0
+        self.done, self.bytes, self.docs, self.docs_total = 0, 0, 0, docs_total
         self.t0 = self._last = time.time()
         self.console = console
         self._bar = None
@@ -219,7 +222,6 @@ class Progress:
         if enabled and console is not None and console.is_terminal:
             from rich.progress import (
                 BarColumn,
-                MofNCompleteColumn,
                 TextColumn,
                 TimeElapsedColumn,
                 TimeRemainingColumn,
@@ -227,26 +229,37 @@ class Progress:
             )
             from rich.progress import Progress as RichProgress
 
+            cols = [TextColumn(f"{label}"), BarColumn(), TextColumn("{task.fields[counts]}")]
             if total_bytes:
-                cols = [TextColumn(f"{label}"), BarColumn(), TextColumn("{task.fields[files]}"),
-                        TransferSpeedColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
-            else:
-                cols = [TextColumn(f"{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
+                cols.append(TransferSpeedColumn())
+            cols += [TimeElapsedColumn(), TimeRemainingColumn()]
             self._bar = RichProgress(*cols, console=console, transient=False)
-            self._task = self._bar.add_task(label, total=total_bytes or total, files=f"0/{total} {unit}")
+            self._task = self._bar.add_task(label, total=total_bytes or docs_total or total, counts=self._counts())
             self._bar.start()
 
-    def advance(self, n: int = 1, nbytes: int = 0) -> None:
+    def _counts(self) -> str:
+        out = f"{self.done}/{self.total} {self.unit}"
+        if self.docs_total is not None or self.docs:
+            el = max(time.time() - self.t0, 1e-9)
+            of = f"/{self.docs_total:,}" if self.docs_total is not None else ""
+            out += f", {self.docs:,}{of} docs ({self.docs / el:,.0f}/s)"
+        return out
+
+    def advance(self, n: int = 1, nbytes: int = 0, docs: int = 0) -> None:
         self.done += n
         self.bytes += nbytes
+        self.docs += docs
         if self._bar is not None:
-            self._bar.update(self._task, advance=nbytes if self.total_bytes else n,
-                             files=f"{self.done}/{self.total} {self.unit}")
+            step = nbytes if self.total_bytes else docs if self.docs_total else n
+            self._bar.update(self._task, advance=step, counts=self._counts())
         elif self.enabled and (time.time() - self._last > 5 or self.done == self.total):
             self._last = time.time()
             el = max(time.time() - self.t0, 1e-9)
             rate = f", {self.bytes / el / 1e6:.1f} MB/s" if self.total_bytes else ""
-            msg = f"{self.label}: {self.done}/{self.total} {self.unit}{rate}, {el:.0f}s"
+            frac = self.bytes / self.total_bytes if self.total_bytes else (
+                self.docs / self.docs_total if self.docs_total else self.done / max(self.total, 1))
+            eta = f", ETA {el * (1 - frac) / frac:.0f}s" if 0 < frac < 1 else ""
+            msg = f"{self.label}: {self._counts()}{rate}, {el:.0f}s{eta}"
             if self.console is not None:
                 self.console.print(msg, highlight=False)
             else:

@@ -121,7 +121,7 @@ def run_ingest(cfg: RunConfig, *, force: bool = False, workers: int | None = Non
                 results.append(r)
                 if r.get("fatal"):
                     fatal.append(r["fatal"])
-                bar.advance(1, r["bytes_in"])
+                bar.advance(1, r["bytes_in"], docs=r["docs_in"])
         finally:
             bar.close()
         if fatal:
@@ -326,7 +326,7 @@ def run_quality(cfg: RunConfig, *, force: bool = False, workers: int | None = No
                         out_dir=out.tmp, drop=drop, keep_text=cfg.ingest.keep_rejected_text,
                         max_bytes=cfg.ingest.shard_max_bytes)
         bar = Progress(name, len(tasks), sum(os.path.getsize(t["path"]) for t in tasks), unit="shards",
-                       console=console, enabled=progress)
+                       console=console, enabled=progress, docs_total=m_in["counts"]["kept"])
         results, fatal = [], []
         size = {t["path"]: os.path.getsize(t["path"]) for t in tasks}
         try:
@@ -335,7 +335,7 @@ def run_quality(cfg: RunConfig, *, force: bool = False, workers: int | None = No
                 results.append(r)
                 if r.get("fatal"):
                     fatal.append(r["fatal"])
-                bar.advance(1, size.get(os.path.join(in_dir, "data", r["file"]), 0))
+                bar.advance(1, size.get(os.path.join(in_dir, "data", r["file"]), 0), docs=r.get("docs_in", 0))
         finally:
             bar.close()
         if fatal:
@@ -455,12 +455,13 @@ def run_decontam(cfg: RunConfig, *, force: bool = False, workers: int | None = N
                     "ngrams_ignored_as_boilerplate": int(len(ignored))}
         results = []
         if not audit_only:
-            bar = Progress(f"{name}: excise", len(shards), console=console, enabled=progress, unit="shards")
+            bar = Progress(f"{name}: excise", len(shards), console=console, enabled=progress, unit="shards",
+                           docs_total=m_in["counts"]["kept"])
             for r in map_tasks(_excise_task, [{"path": f} for f in shards], workers=workers,
                                fn_kwargs={"index": index, "ignored": ignored, "cfg": dcfg, "out_dir": out.tmp,
                                           "keep_text": cfg.ingest.keep_rejected_text, "max_bytes": cfg.ingest.shard_max_bytes}):
                 results.append(r)
-                bar.advance()
+                bar.advance(docs=r["docs_in"])
             bar.close()
             results.sort(key=lambda r: r["file"])
             chars_in = sum(r["chars_in"] for r in results)
@@ -760,12 +761,18 @@ def run_pipeline(cfg: RunConfig, *, force: bool = False, address: str | None = N
     from .stage import check_writable
 
     check_writable(cfg.run_dir)  # an unwritable run dir fails at once, not after Ray has started
+    import time
+
+    from .report import build_report
+
     manifests = {}
+    stages = [s for s in STAGE_ORDER if s in cfg.stages]
+    if until in stages:
+        stages = stages[: stages.index(until) + 1]
+    t0 = time.time()
     with ray_session(cfg.ray, address=address, log=log):
-        for stage in STAGE_ORDER:
-            if stage not in cfg.stages:
-                continue
+        for i, stage in enumerate(stages, 1):
+            log(f"[{i}/{len(stages)}] {stage} ({time.time() - t0:.0f}s into the run)")
             manifests[stage] = STAGE_RUNNERS[stage](cfg, force=force, workers=workers, console=console, log=log)
-            if until == stage:
-                break
+    log(f"report: {build_report(cfg.run_dir)}")
     return manifests
