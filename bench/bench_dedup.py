@@ -1,6 +1,6 @@
 """Fuzzy dedup benchmark: MinHash signature speed and end-to-end near-duplicate removal vs peers.
 
-    python -m bench.bench_dedup [--quick] [--mb 64] [--sig-mb 24] [--datatrove-sig-mb 8]
+    python -m bench.bench_dedup [--quick] [--mb 64] [--sig-mb 24] [--datatrove-sig-mb 4] [--datatrove-mb 16]
 
 Corpus: real documents from ../shared/data (the document files of cc/, reference/, lowquality/ and
 neardup/; NFC, trimmed, at least 200 characters, so that siftmix ingest keeps every one), shuffled
@@ -18,7 +18,8 @@ whole corpus. The benchmark skips (with a message) where ../shared/data is absen
      ``RMinHash.digest_matrix_from_token_sets`` per 2048 documents;
    * datatrove: ``MinhashDedupSignature`` (16 buckets x 8 hashes = 128, its default 64-bit xxhash,
      its own spaCy word tokenizer and text normalisation) run in bench/.peers-venv (``make
-     bench-peers``) on --datatrove-sig-mb of the same documents, timed inside that subprocess:
+     bench-peers``) on the first --datatrove-sig-mb of the same documents (it is slow), timed
+     inside that subprocess:
      ``step.run`` over in-memory documents (shingling, hashing, writing and sorting its bucket
      files), and the bare ``get_shingles`` + ``get_signature`` loop.
    datasketch and rensa need Python shingles: their figures include a plain Python shingler
@@ -29,12 +30,16 @@ whole corpus. The benchmark skips (with a message) where ../shared/data is absen
    time (process start to exit, imports included), MB/s of document text, peak memory of the
    process tree (psutil polling: sum of RSS and sum of PSS; PSS counts shared pages once):
    (a) rensa signatures (bulk API, a process pool over shards) + datasketch ``MinHashLSH``
-       (threshold 0.8, 128 permutations: 9 bands x 13 rows) + candidate check (estimated Jaccard
-       >= 0.8) + union-find, kept documents written as JSONL;
+       (threshold 0.8, 128 permutations: it picks 9 bands x 13 rows) + candidate check (estimated
+       Jaccard >= 0.8) + union-find, kept documents written as JSONL; once more with siftmix's
+       default banding (16 x 8) as a control: same parameters, another implementation;
    (b) the same with datasketch ``MinHash.bulk`` signatures;
    (c) datatrove's 4-step MinHash pipeline (signatures -> buckets -> cluster -> filter,
-       ``LocalPipelineExecutor``, tasks = shards, 2 workers; 9 buckets x 13 hashes, as datasketch
-       picks for 0.8), kept and removed documents written as JSONL;
+       ``LocalPipelineExecutor``, tasks = shards, 2 workers; its default 14 buckets x 8 hashes,
+       5-grams; no candidate check), kept and removed documents written as JSONL. It is slow (spaCy tokens), so
+       it runs on the first --datatrove-mb of the corpus: the same generator and seed, so that
+       corpus is a subset of the big one (same documents, same planted copies), and its quality is
+       compared with every method's clusters restricted to that subset;
    (d) siftmix: ``siftmix run CONFIG.yaml`` with ``stages: [ingest, dedup]`` (the stage's own
        ``timings.wall_s`` and the whole command). Skipped while the dedup stage is not built.
    Quality: each method's removed documents and clusters; pair precision and recall against exact
@@ -71,6 +76,7 @@ RATES = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
 PLANT_FRACTION = 0.1
 THRESHOLD, NUM_PERM, NGRAM, SEED = 0.8, 128, 5, 1
 BATCH = 2048
+DATATROVE_BANDS = (14, 8)  # datatrove's MinhashConfig default (112 hashes)
 PEERS_VENV = ROOT / "bench" / ".peers-venv"
 ONE_THREAD = {"RAYON_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
               "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -232,11 +238,20 @@ for _ in range(repeat):
         if s.size:
             step.get_signature(s)
     loop_s.append(time.perf_counter() - t0)
-import datatrove, spacy, xxhash, numpy
 from importlib.metadata import version
 print(json.dumps({"run_s": min(run_s), "loop_s": min(loop_s), "documents": len(texts),
                   "versions": {p: version(p) for p in ("datatrove", "spacy", "xxhash", "numpy")}}))
 '''
+
+
+def siftmix_lsh_params() -> tuple[int, int]:
+    """The dedup stage's default (bands, rows) for 0.8 / 128: chosen for recall (candidates are verified)."""
+    try:
+        from siftmix.pipeline.config import DedupConfig
+
+        return tuple(DedupConfig().lsh_params())
+    except (ImportError, AttributeError):
+        return (16, 8)
 
 
 def peers_python() -> Path | None:
@@ -352,7 +367,7 @@ def signature_speed(ids: list[str], texts: list[str], sig_mb: float, dt_sig_mb: 
             raise RuntimeError(f"datatrove signature run failed:\n{p.stderr[-3000:]}")
         r = json.loads(p.stdout.strip().splitlines()[-1])
         dmb = dt_size / 1e6
-        res["datatrove_slice"] = {"text_mb": round(dmb, 2), "documents": len(dt_sl), "versions": r["versions"]}
+        res["datatrove_slice"] = {"text_mb": round(dmb, 2), "documents": len(dt_sl), "repeat": repeat, "versions": r["versions"]}
         for key, s, what in (("datatrove", r["run_s"], "MinhashDedupSignature.run over in-memory documents (spaCy tokens, "
                                                         "normalisation, xxhash64, 128 hashes, bucket files written and sorted)"),
                              ("datatrove_loop", r["loop_s"], "get_shingles + get_signature per document (no files)")):
@@ -404,9 +419,10 @@ def _write_kept(job: tuple[str, str, set]) -> int:
     return n
 
 
-def peer_script(method: str, corpus: Path, out: Path, workers: int) -> None:
+def peer_script(method: str, corpus: Path, out: Path, workers: int, params: tuple[int, int] | None = None) -> None:
     """(a) rensa or (b) datasketch signatures + datasketch MinHashLSH + union-find + kept JSONL, the
-    way a user scripts it (run as a subprocess of the benchmark)."""
+    way a user scripts it (run as a subprocess of the benchmark). ``params``: (bands, rows) instead
+    of the ones MinHashLSH picks for the threshold."""
     from multiprocessing import get_context
 
     from datasketch import LeanMinHash, MinHashLSH
@@ -419,7 +435,7 @@ def peer_script(method: str, corpus: Path, out: Path, workers: int) -> None:
     t_sig = time.perf_counter()
     ids = [i for p in parts for i in p[0]]
     sigs = np.concatenate([p[1] for p in parts])
-    lsh = MinHashLSH(threshold=THRESHOLD, num_perm=NUM_PERM)
+    lsh = MinHashLSH(threshold=THRESHOLD, num_perm=NUM_PERM, params=params)
     mh = [LeanMinHash(seed=SEED, hashvalues=s, scheme="affine32") for s in sigs]
     with lsh.insertion_session() as session:
         for i, m in enumerate(mh):
@@ -549,7 +565,11 @@ def siftmix_dedup(corpus: Path, out: Path, workers: int, measure_fn) -> dict:
             if r and r.split(":", 1)[0] in ("duplicate_of", "exact_duplicate_of"):  # :<id of the kept document>
                 groups[r.split(":", 1)[1]].append(i)
     clusters = [[k, *v] for k, v in groups.items()]
-    return {**meas, "stage_wall_s": manifest.get("timings", {}).get("wall_s"), "counts": manifest.get("counts"),
+    ingest = json.loads((run_dir / "00_ingest" / "_manifest.json").read_text())
+    conf = manifest.get("config", {})
+    return {**meas, "stage_wall_s": manifest.get("timings", {}).get("wall_s"),
+            "ingest_wall_s": ingest.get("timings", {}).get("wall_s"), "stage_timings": manifest.get("timings"),
+            "lsh_bands_rows": [conf.get("bands"), conf.get("rows")], "counts": manifest.get("counts"),
             "removed": removed, "clusters": clusters}
 
 
@@ -613,8 +633,13 @@ def measure(cmd: list[str], log: Path, env: dict | None = None, poll: float = 0.
 
 
 # ------------------------------------------------------------------------------------- quality
-def quality(methods: dict[str, list[list[str]]], families: list[list], text_of: dict[str, str]) -> dict:
-    """Pair precision / recall vs exact 5-gram Jaccard >= THRESHOLD over the pooled pairs."""
+def quality(methods: dict[str, list[list[str]]], families: list[list], text_of: dict[str, str],
+            subset: set[str] | None = None) -> dict:
+    """Pair precision / recall vs exact 5-gram Jaccard >= THRESHOLD over the pooled pairs (only
+    documents in ``subset``, when given: clusters and families restricted to it)."""
+    if subset is not None:
+        methods = {k: [c2 for c in v if len(c2 := [x for x in c if x in subset]) > 1] for k, v in methods.items()}
+        families = [f for f in families if f[0] in subset and f[1] in subset]
     import xxhash
     from siftmix.dedup.minhash import shingle_strings
 
@@ -672,7 +697,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true", help="a smoke run: 4 MB corpus, 2 MB signature slice, one repeat")
     ap.add_argument("--mb", type=float, default=None, help="end-to-end corpus size in MB of text (default 64)")
     ap.add_argument("--sig-mb", type=float, default=None, help="signature-speed slice (default 24)")
-    ap.add_argument("--datatrove-sig-mb", type=float, default=None, help="datatrove's signature slice (default 8: it is slow)")
+    ap.add_argument("--datatrove-sig-mb", type=float, default=None, help="datatrove's signature slice (default 4: it is slow)")
+    ap.add_argument("--datatrove-mb", type=float, default=None,
+                    help="datatrove's end-to-end corpus, a subset of the main one (default 16; quick: the main corpus)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=None, help="signature timings: best of N (default 2, quick 1)")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: signatures,rensa,datasketch,datatrove,siftmix")
@@ -680,19 +707,23 @@ def main(argv=None) -> dict:
     ap.add_argument("--peer", choices=["rensa", "datasketch"], help=argparse.SUPPRESS)
     ap.add_argument("--corpus", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
+    ap.add_argument("--params", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.peer:  # internal: one peer's end-to-end script, run as a subprocess
-        peer_script(args.peer, Path(args.corpus), Path(args.out), args.workers)
+        params = tuple(int(x) for x in args.params.split("x")) if args.params else None
+        peer_script(args.peer, Path(args.corpus), Path(args.out), args.workers, params)
         return {}
     q = args.quick
     mb = args.mb or (4 if q else 64)
     sig_mb = args.sig_mb or (2 if q else 24)
-    dt_sig_mb = args.datatrove_sig_mb or (1 if q else 8)
+    dt_sig_mb = args.datatrove_sig_mb or (1 if q else 4)
+    dt_mb = min(args.datatrove_mb or (mb if q else 16), mb)
     repeat = args.repeat or (1 if q else 2)
     name = args.name or ("dedup-quick" if q else "dedup")
     skip = set(filter(None, args.skip.split(",")))
     os.environ.update({"RAYON_NUM_THREADS": "1"})  # rensa's bulk API would use every core otherwise
     t_start = time.time()
+    load_start = round(os.getloadavg()[0], 2)
     corpus = build_corpus(mb)
     if corpus is None:
         print(f"skipped: {SHARED} is absent (the dedup benchmark runs on its real documents)")
@@ -718,50 +749,71 @@ def main(argv=None) -> dict:
 
     from siftmix.dedup.lsh import optimal_params
 
-    bands, rows = optimal_params(THRESHOLD, NUM_PERM)
-    e2e: dict = {"workers": args.workers, "threshold": THRESHOLD, "num_perm": NUM_PERM, "bands_rows": [bands, rows],
+    e2e: dict = {"workers": args.workers, "threshold": THRESHOLD, "num_perm": NUM_PERM,
+                 "lsh_bands_rows": {"datasketch_minhashlsh_threshold_0.8": list(optimal_params(THRESHOLD, NUM_PERM)),
+                                    "datatrove_default": list(DATATROVE_BANDS), "siftmix_default": list(siftmix_lsh_params())},
                  "text_mb": round(total_mb, 2), "methods": {}}
     clusters: dict[str, list[list[str]]] = {}
+    dt_clusters, dt_ids = None, None
     base = WORK / "dedup-e2e"
     punct = punct_chars()
-    for method in ("rensa", "datasketch"):
-        if method in skip:
+    # the peers at their own defaults for threshold 0.8 (datasketch picks 9 x 13), and rensa once more
+    # with siftmix's default banding (16 x 8, chosen for recall because siftmix verifies candidates)
+    sb, sr = siftmix_lsh_params()
+    sift_params = f"{sb}x{sr}"
+    for key, method, params in (("rensa", "rensa", None), ("datasketch", "datasketch", None),
+                                (f"rensa_lsh_{sift_params}", "rensa", sift_params)):
+        if method in skip or key in skip:
             continue
-        out = base / method
+        out = base / key
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
         (out / "punct.txt").write_text(punct, encoding="utf-8")
-        print(f"end to end: {method} + datasketch MinHashLSH ...", flush=True)
+        print(f"end to end: {method} + datasketch MinHashLSH {params or ''}...", flush=True)
         meas = measure([sys.executable, "-m", "bench.bench_dedup", "--peer", method, "--corpus", str(corpus), "--out", str(out),
-                        "--workers", str(args.workers)], out / "log.txt", env={"RAYON_NUM_THREADS": "1"})
+                        "--workers", str(args.workers), *(["--params", params] if params else [])], out / "log.txt",
+                       env={"RAYON_NUM_THREADS": "1"})
         r = json.loads((out / "result.json").read_text())
-        clusters[method] = r.pop("clusters")
-        e2e["methods"][method] = {**meas, "mb_s": round(total_mb / meas["wall_s"], 2), **r,
-                                  "what": f"{method} signatures in a {args.workers}-process pool over shards, datasketch "
-                                          "MinHashLSH, estimated-Jaccard check, union-find, kept JSONL"}
-        print("  ", {k: v for k, v in e2e["methods"][method].items() if k != "what"}, flush=True)
+        clusters[key] = r.pop("clusters")
+        e2e["methods"][key] = {**meas, "mb_s": round(total_mb / meas["wall_s"], 2), **r,
+                               "what": f"{method} signatures in a {args.workers}-process pool over shards, datasketch "
+                                       f"MinHashLSH ({'params=' + params if params else 'threshold=0.8'}), estimated-Jaccard "
+                                       "check, union-find, kept JSONL"}
+        print("  ", {k: v for k, v in e2e["methods"][key].items() if k != "what"}, flush=True)
         shutil.rmtree(out / "kept", ignore_errors=True)
     py = peers_python()
     if "datatrove" not in skip:
         if py is None:
             e2e["methods"]["datatrove"] = {"skipped": "no bench/.peers-venv (run `make bench-peers`)"}
         else:
+            dt_corpus = corpus if dt_mb >= mb else build_corpus(dt_mb)
+            dt_truth = json.loads((dt_corpus / "truth.json").read_text())
+            dt_total = dt_truth["bytes"] / 1e6
+            dt_shards = len(list((dt_corpus / "jsonl").glob("*.jsonl")))
             out = base / "datatrove"
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)
             script = out / "datatrove_minhash.py"
             script.write_text(DATATROVE_E2E)
             print("end to end: datatrove 4-step MinHash ...", flush=True)
-            meas = measure([str(py), str(script), str(corpus / "jsonl"), str(out), str(args.workers), str(bands), str(rows),
-                            str(shards)], out / "log.txt", env=ONE_THREAD)
+            bands, rows = DATATROVE_BANDS
+            meas = measure([str(py), str(script), str(dt_corpus / "jsonl"), str(out), str(args.workers), str(bands), str(rows),
+                            str(dt_shards)], out / "log.txt", env=ONE_THREAD)
             r = json.loads((out / "result.json").read_text())
             cl, kept, removed = datatrove_clusters(out)
-            clusters["datatrove"] = cl
-            e2e["methods"]["datatrove"] = {**meas, "mb_s": round(total_mb / meas["wall_s"], 2), "documents": kept + removed,
-                                           "kept": kept, "removed": removed, **r,
-                                           "what": f"signatures ({shards} tasks) -> buckets ({bands} tasks) -> cluster -> filter "
-                                                   f"({shards} tasks), {args.workers} workers, {bands}x{rows} hashes, kept and "
-                                                   "removed JSONL"}
+            dt_ids = set()
+            for f in (dt_corpus / "jsonl").glob("*.jsonl"):
+                with open(f, encoding="utf-8") as fh:
+                    dt_ids.update(json.loads(line)["id"] for line in fh)
+            if not dt_ids <= text_of.keys():
+                raise RuntimeError(f"{dt_corpus} is not a subset of {corpus}: delete both and rerun")
+            dt_clusters = cl
+            e2e["methods"]["datatrove"] = {**meas, "text_mb": round(dt_total, 2), "mb_s": round(dt_total / meas["wall_s"], 2),
+                                           "documents": kept + removed, "kept": kept, "removed": removed, **r,
+                                           "what": f"signatures ({dt_shards} tasks) -> buckets ({bands} tasks) -> cluster -> "
+                                                   f"filter ({dt_shards} tasks), {args.workers} workers, {bands}x{rows} hashes, "
+                                                   "kept and removed JSONL" + ("" if dt_corpus == corpus else
+                                                   f"; on the first {dt_total:.1f} MB of the corpus (a subset)")}
             print("  ", {k: v for k, v in e2e["methods"]["datatrove"].items() if k != "what"}, flush=True)
             for sub in ("kept", "removed", "sigs", "buckets"):
                 shutil.rmtree(out / sub, ignore_errors=True)
@@ -785,18 +837,32 @@ def main(argv=None) -> dict:
             print("  ", {k: v for k, v in r.items() if k != "what"}, flush=True)
             shutil.rmtree(out / "run", ignore_errors=True)
     res["end_to_end"] = e2e
+    print("quality (pooled pairs vs exact 5-gram Jaccard) ...", flush=True)
+    if dt_clusters is not None and dt_ids == set(ids):
+        clusters["datatrove"], dt_clusters = dt_clusters, None
     if clusters:
-        print("quality (pooled pairs vs exact 5-gram Jaccard) ...", flush=True)
         res["quality"] = quality(clusters, truth["families"], text_of)
         for k, v in res["quality"]["methods"].items():
             e2e["methods"][k]["precision"] = v["precision"]
             e2e["methods"][k]["recall"] = v["recall"]
+    if dt_clusters is not None:  # datatrove ran on a subset: every method compared on that subset
+        res["quality_datatrove_subset"] = {
+            "note": "datatrove's corpus is a subset of the main one; the other methods' clusters (from their runs on the "
+                    "whole corpus) are restricted to it",
+            **quality({**clusters, "datatrove": dt_clusters}, truth["families"], text_of, subset=dt_ids)}
+        for k, v in res["quality_datatrove_subset"]["methods"].items():
+            e2e["methods"][k]["subset_precision"] = v["precision"]
+            e2e["methods"][k]["subset_recall"] = v["recall"]
     args_s = " --quick" if q else ""
-    for flag, val, dflt in (("--mb", args.mb, None), ("--sig-mb", args.sig_mb, None), ("--datatrove-sig-mb", args.datatrove_sig_mb, None)):
-        if val is not None and val != dflt:
+    for flag, val in (("--mb", args.mb), ("--sig-mb", args.sig_mb), ("--datatrove-sig-mb", args.datatrove_sig_mb),
+                      ("--datatrove-mb", args.datatrove_mb), ("--repeat", args.repeat)):
+        if val is not None:
             args_s += f" {flag} {val:g}"
+    if args.skip:
+        args_s += f" --skip {args.skip}"
     res["command"] = f"python -m bench.bench_dedup{args_s}"
     res["total_s"] = round(time.time() - t_start)
+    res["load_average_1m_start_end"] = [load_start, round(os.getloadavg()[0], 2)]  # the machine is shared
     print(json.dumps({k: res[k] for k in ("signatures", "end_to_end") if k in res}, indent=1)[:6000])
     print("wrote", write_result(name, res))
     return res
