@@ -43,8 +43,11 @@ def main() -> None:
         if "skipped" in v:
             print(f"  dedup end to end {k}: skipped ({v['skipped']})")
         else:
-            print(f"  dedup end to end {k}: {v['mb_s']} MB/s wall, peak PSS {v['peak_pss_mb']} MB, removed {v['removed']}, "
-                  f"pair precision {v.get('precision')} recall {v.get('recall')}")
+            stage = f" (dedup stage alone {v['stage_mb_s']} MB/s)" if "stage_mb_s" in v else ""
+            pr = (f"pair precision {v['precision']} recall {v['recall']}" if "precision" in v else
+                  f"on a {v.get('text_mb')} MB subset: pair precision {v.get('subset_precision')} recall {v.get('subset_recall')}")
+            print(f"  dedup end to end {k}: {v['mb_s']} MB/s wall{stage}, peak PSS {v['peak_pss_mb']} MB, "
+                  f"removed {v['removed']}, {pr}")
     if quality:
         sp = quality["speed"]
         print(f"  quality fastText: score path {sp['fasttext']['score_path_overhead']:.2f}x, shard work "
