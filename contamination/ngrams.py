@@ -26,8 +26,9 @@ NGRAM_PRIME = np.uint64(0x9E3779B97F4A7C15)
 _ASCII_PUNCT = np.zeros(128, dtype=np.bool_)
 for _c in string.punctuation:
     _ASCII_PUNCT[ord(_c)] = True
-_ASCII_CLASS = np.zeros(128, dtype=np.uint8)  # 0 word character, 1 space, 2 punctuation
+_ASCII_CLASS = np.zeros(128, dtype=np.uint8)  # 0 word character, 1 space, 2 punctuation, 3 upper case
 _ASCII_CLASS[_ASCII_PUNCT] = 2
+_ASCII_CLASS[ord("A"):ord("Z") + 1] = 3
 for _c in (0x9, 0xA, 0xB, 0xC, 0xD, 0x1C, 0x1D, 0x1E, 0x1F, 0x20):
     _ASCII_CLASS[_c] = 1
 _SPACES = (0x9, 0xA, 0xB, 0xC, 0xD, 0x1C, 0x1D, 0x1E, 0x1F, 0x20, 0x85, 0xA0, 0x1680, 0x2028, 0x2029, 0x202F,
@@ -61,20 +62,23 @@ def is_punct(ch: str) -> bool:
 def _emit(doc_of, hashes, starts, ends, nw, d, h, start, end):
     doc_of[nw] = d
     hashes[nw] = h
-    starts[nw] = start
-    ends[nw] = end
+    if len(starts):  # spans are wanted
+        starts[nw] = start
+        ends[nw] = end
     return nw + 1
 
 
 @numba.njit(cache=True)
-def _scan(data, offsets, ascii_punct, ascii_class):
-    """Words of every document: (doc index, FNV-1a hash, start char, end char)."""
+def _scan(data, offsets, ascii_punct, ascii_class, spans):
+    """Words of every document: (doc index, FNV-1a hash, start char, end char); without
+    ``spans`` the start/end arrays are empty. ASCII upper case is folded here (class 3), so an
+    all-ASCII batch needs no lowercasing pass."""
     n_docs = len(offsets) - 1
     cap = (len(data) + n_docs) // 2 + 1  # a word and the space after it take at least 2 bytes
     doc_of = np.empty(cap, np.int32)
     hashes = np.empty(cap, np.uint64)
-    starts = np.empty(cap, np.int64)
-    ends = np.empty(cap, np.int64)
+    starts = np.empty(cap if spans else 0, np.int64)
+    ends = np.empty(cap if spans else 0, np.int64)
     nw = 0
     for d in range(n_docs):
         i = offsets[d]
@@ -101,6 +105,9 @@ def _scan(data, offsets, ascii_punct, ascii_class):
                     if c == 0:
                         has = True
                         h = (h ^ np.uint64(b)) * FNV_PRIME
+                    elif c == 3:
+                        has = True
+                        h = (h ^ np.uint64(b + 32)) * FNV_PRIME
                 i += 1
                 ch += 1
                 continue
@@ -131,7 +138,7 @@ def _scan(data, offsets, ascii_punct, ascii_class):
             ch += 1
         if in_tok and has:
             nw = _emit(doc_of, hashes, starts, ends, nw, d, h, tok_start, ch)
-    return doc_of[:nw], hashes[:nw], starts[:nw], ends[:nw]
+    return doc_of[:nw], hashes[:nw], starts[: nw if spans else 0], ends[: nw if spans else 0]
 
 
 def lowercase(text: pa.Array) -> pa.Array:
@@ -155,19 +162,21 @@ class Words:
         self.doc_start = np.searchsorted(doc, np.arange(n_docs + 1, dtype=doc.dtype))
 
 
-def words(text: pa.Array | pa.ChunkedArray | list[str]) -> Words:
+def words(text: pa.Array | pa.ChunkedArray | list[str], spans: bool = True) -> Words:
+    """The words of a batch; ``spans=False`` skips their character spans (dedup needs none)."""
     if isinstance(text, list):
         text = pa.array(text, pa.large_string())
     if isinstance(text, pa.ChunkedArray):
         text = text.combine_chunks()
     text = pc.fill_null(text.cast(pa.large_string()), "")
-    low = lowercase(text)
+    # an all-ASCII batch is lowercased inside the scan; others by Arrow's Unicode table first
+    low = text if pc.all(pc.string_is_ascii(text)).as_py() is not False else lowercase(text)
     if isinstance(low, pa.ChunkedArray):
         low = low.combine_chunks()
     bufs = low.buffers()
     offsets = np.frombuffer(bufs[1], dtype=np.int64, count=len(low) + 1 + low.offset)[low.offset:]
     data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
-    doc, h, s, e = _scan(data, offsets, _ASCII_PUNCT, _ASCII_CLASS)
+    doc, h, s, e = _scan(data, offsets, _ASCII_PUNCT, _ASCII_CLASS, spans)
     return Words(doc, h, s, e, len(low))
 
 

@@ -53,7 +53,7 @@ def fmix32(h: np.ndarray) -> np.ndarray:
 def shingle_hashes(text: pa.Array | list[str] | None, n: int = 5, w: Words | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Fast family: (uint32 shingle hashes, doc index of each), every shingle of every document
     (a document with fewer than n words has none). ``w``: the batch's words, if already scanned."""
-    w = words(text) if w is None else w
+    w = words(text, spans=False) if w is None else w
     h, first = ngram_hashes(w, n)
     h32 = ((h >> np.uint64(32)) ^ (h & MAX32)).astype(np.uint32)
     return h32, w.doc[first].astype(np.int64)
@@ -221,7 +221,7 @@ def batch_signatures(text: pa.Array | list[str], n: int = 5, num_perm: int = 128
         h, d = compat_shingle_hashes(texts, n, hashfunc)
         return signatures(h, d, len(texts), num_perm, seed, scheme)
     if scheme == "affine32":
-        return signatures_from_words(words(text), n, num_perm, seed)[0]
+        return signatures_from_words(words(text, spans=False), n, num_perm, seed)[0]
     h, d = shingle_hashes(text, n)
     return signatures(h, d, len(text), num_perm, seed, scheme)
 

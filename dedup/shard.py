@@ -84,7 +84,7 @@ def sign_table(t: pa.Table, shard: int, first_row: int, p: DedupParams) -> tuple
     part in exact dedup only."""
     n = t.num_rows
     text = t["text"].combine_chunks()
-    w = words(text)
+    w = words(text, spans=False)
     exact = doc_hashes(w)
     doc = doc_numbers(shard, first_row, n)
     salt = source_salt(t["source"].combine_chunks(), p.scope)
@@ -117,7 +117,7 @@ def provide_table(path: str, docs: np.ndarray, p: DedupParams) -> pa.Table:
     of the given documents (sorted, unique) of one shard, as binary columns."""
     rows = (docs & np.int64(0xFFFFFFFF)).astype(np.int64)
     text = pq.read_table(path, columns=["text"])["text"].take(pa.array(rows)).combine_chunks()
-    w = words(text)
+    w = words(text, spans=False)
     sig, _ = batch_signatures_words(text, w, p)
     sig = np.ascontiguousarray(sig.astype(np.uint32))
     vals, off = shingle_sets(w, p.ngram)

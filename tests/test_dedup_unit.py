@@ -176,7 +176,12 @@ def test_pairs_in_big_buckets_use_pivots():
 
 @given(st.lists(st.text(alphabet="ab cDé,.\n\u00a0", max_size=60), max_size=12), st.integers(1, 6))
 def test_fused_signatures_equal_materialised_shingles(texts, n):
-    from siftmix.dedup.minhash import shingle_hashes, signatures, signatures_from_words, signatures_numpy
+    from siftmix.dedup.minhash import (
+        shingle_hashes,
+        signatures,
+        signatures_from_words,
+        signatures_numpy,
+    )
 
     w = words(texts)
     fused, count = signatures_from_words(w, n, 32, 7)
@@ -184,3 +189,14 @@ def test_fused_signatures_equal_materialised_shingles(texts, n):
     assert (fused == signatures(h, d, len(texts), 32, 7)).all()
     assert (fused == signatures_numpy(h, d, len(texts), 32, 7)).all()
     assert (count == np.bincount(d, minlength=len(texts))).all()
+
+
+@given(st.lists(st.text(alphabet="aZ b,.\\n\u0130É", max_size=40), max_size=8))
+def test_words_without_spans_and_ascii_fast_path_equal_the_full_scan(texts):
+    from siftmix.contamination.ngrams import normalized_words, word_hash
+
+    full, fast = words(texts), words(texts, spans=False)
+    assert (full.hash == fast.hash).all() and (full.doc == fast.doc).all() and len(fast.start) == 0
+    ascii_texts = [t.encode("ascii", "ignore").decode() for t in texts]
+    w = words(ascii_texts, spans=False)  # lowercased inside the scan
+    assert w.hash.tolist() == [word_hash(x) for t in ascii_texts for x in normalized_words(t)]
