@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -59,6 +60,61 @@ def run_cli(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProce
 def parquet_bytes(folder: Path) -> dict[str, bytes]:
     """{relative path: bytes} of every Parquet file under a folder."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.parquet"))}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cluster: starts a real 2-node Ray cluster on this machine (ray start)")
+
+
+#: The stages of the demo runs that resume, fault and cluster tests compare byte for byte.
+DEMO_STAGES = ["ingest", "quality", "dedup", "decontam", "mix"]
+
+
+def write_demo_config(path: Path, corpus: Path, run_dir: Path, stages=DEMO_STAGES) -> Path:
+    """A run config for a `siftmix demo-data` corpus with absolute paths only (a `ray job submit`
+    driver runs in Ray's copy of the working dir), small mix shards and several partitions."""
+    import yaml
+
+    cfg = {"run_dir": str(run_dir), "seed": 5, "stages": list(stages), "sources": demo_sources(corpus),
+           "ingest": {"min_chars": 200}, "decontam": {"benchmarks": [str(corpus / "benchmarks")]},
+           "mix": {"shard_tokens": 20_000, "partition_bytes": 150_000}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_reference(ray_local, demo_corpus, tmp_path_factory) -> Path:
+    """The run dir of an uninterrupted embedded run of the demo config (DEMO_STAGES)."""
+    from siftmix.pipeline.config import load_config
+    from siftmix.pipeline.runner import run_pipeline
+
+    base = tmp_path_factory.mktemp("reference")
+    cfg = load_config(write_demo_config(base / "demo.yaml", demo_corpus, base / "run"))
+    run_pipeline(cfg, log=lambda *_: None)
+    return base / "run"
+
+
+def run_outputs(run_dir: Path) -> dict[str, bytes]:
+    """{relative path: bytes} of every output file in the stage folders of a run (data,
+    rejected, models, audit reports, mix shards, and any leftover temporary folder), manifests
+    excepted (they hold timings). Files at the top of RUN_DIR (report.html, with wall times)
+    count by name only."""
+    return {str(p.relative_to(run_dir)): b"" if p.parent == run_dir else p.read_bytes()
+            for p in sorted(run_dir.rglob("*")) if p.is_file() and p.name != "_manifest.json"}
+
+
+def assert_same_run(run_dir: Path, reference: Path) -> None:
+    """Byte-identical outputs, and manifests that agree on everything but timings and argv."""
+    got, want = run_outputs(run_dir), run_outputs(reference)
+    assert sorted(got) == sorted(want)
+    assert [k for k in want if got[k] != want[k]] == []
+    stages = sorted(p.parent.name for p in reference.glob("*/_manifest.json"))
+    assert stages == sorted(p.parent.name for p in run_dir.glob("*/_manifest.json")) and stages
+    for st in stages:
+        a, b = (json.loads((d / st / "_manifest.json").read_text()) for d in (run_dir, reference))
+        for key in ("counts", "config_hash", "input_fingerprint", "output_fingerprint"):
+            assert a[key] == b[key], (st, key)
 
 
 # Property tests: the same examples on every run (CI must not be a lottery); `-p hypothesis
