@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SIFTMIX, parquet_bytes
+from conftest import SIFTMIX, assert_same_run, parquet_bytes, write_demo_config
 from siftmix.pipeline.config import config_from_dict
 from siftmix.pipeline.runner import run_ingest
 from siftmix.pipeline.stage import MANIFEST, read_manifest, stage_output
@@ -113,3 +113,41 @@ def test_kill_9_of_the_driver_mid_stage_then_rerun_is_byte_identical(tmp_path):
     mr = json.loads((run_dir / "00_ingest" / MANIFEST).read_text())
     assert mc["counts"] == mr["counts"]
     assert mc["counts"]["kept"] == 150 * 150
+
+
+def test_kill_9_in_a_later_stage_then_rerun_resumes_there(demo_corpus, demo_reference, tmp_path):
+    """A multi-stage run (ingest, quality, decontam, mix) whose driver is killed while decontam
+    runs: the finished stages stay finished and the rerun skips them by their manifests,
+    recomputes from decontam on, and ends with the output of an uninterrupted run."""
+    run_dir = tmp_path / "run"
+    config = write_demo_config(tmp_path / "demo.yaml", demo_corpus, run_dir)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    with open(tmp_path / "crash.log", "w") as log:
+        proc = subprocess.Popen([*SIFTMIX, "run", str(config)], env=env, stdout=log, stderr=log, start_new_session=True)
+    killed = False
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            if list(run_dir.glob(".30_decontam.tmp-*")):
+                os.kill(proc.pid, signal.SIGKILL)  # the driver only, mid-stage
+                killed = True
+                break
+            time.sleep(0.02)
+        proc.wait(timeout=60)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # Ray processes the driver left behind
+        except ProcessLookupError:
+            pass
+    assert killed, "decontam did not start:\n" + (tmp_path / "crash.log").read_text()[-3000:]
+    assert not (run_dir / "30_decontam").exists() and not (run_dir / "40_mix").exists()
+    assert list(run_dir.glob(".30_decontam.tmp-*"))  # the abandoned temp folder, not a stage
+    finished = {st: json.loads((run_dir / st / MANIFEST).read_text()) for st in ("00_ingest", "10_quality")}
+
+    r = subprocess.run([*SIFTMIX, "run", str(config)], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "ingest: finished earlier, skipped" in r.stderr and "quality: finished earlier, skipped" in r.stderr
+    assert "decontam: finished earlier" not in r.stderr and "mix: finished earlier" not in r.stderr
+    for st, m in finished.items():  # skipped, not recomputed: the very same manifests
+        assert json.loads((run_dir / st / MANIFEST).read_text()) == m
+    assert_same_run(run_dir, demo_reference)  # no temp folder left, every output byte-identical
