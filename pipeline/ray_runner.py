@@ -54,7 +54,8 @@ def ray_session(cfg: RayConfig, address: str | None = None, log: Callable[[str],
     if address:
         info = ray.init(address=address, **kwargs)
     else:
-        info = ray.init(num_cpus=cfg.num_cpus, include_dashboard=cfg.dashboard,
+        # address="local": always a new embedded Ray, even when `ray start` left a cluster on this machine
+        info = ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=cfg.dashboard,
                         object_store_memory=cfg.object_store_memory, **kwargs)
     _quiet_data_context()
     if log:
