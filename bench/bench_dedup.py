@@ -10,7 +10,9 @@ as JSONL shards (bench/work/dedup-corpus-<MB>MB/jsonl), one source, so every met
 whole corpus. The benchmark skips (with a message) where ../shared/data is absent.
 
 1. Signatures, single process, one thread (RAYON/NUMBA/OMP threads = 1, Arrow CPU count 1), on
-   the first --sig-mb of the corpus, 5-word shingles, 128 permutations, seed 1:
+   the first --sig-mb of the corpus, 5-word shingles, 128 permutations, seed 1. MB/s per core =
+   text MB / the best wall time of --repeat runs; MB per CPU second (``time.process_time``) is
+   given too, as it moves less when the shared machine is busy:
    * siftmix: ``batch_signatures`` on Arrow batches of 2048 documents (fast default hash; its
      word scan and shingle hashing are inside the figure);
    * datasketch 2.0: ``MinHash.bulk`` (scheme="affine32") per 2048 documents;
@@ -27,8 +29,9 @@ whole corpus. The benchmark skips (with a message) where ../shared/data is absen
    shingles as siftmix's normalised words, checked on the slice), and for datasketch the
    ``str.encode`` of each shingle. The shingling time alone is reported too.
 2. End to end on the whole corpus with 2 workers (or --workers), each method a subprocess: wall
-   time (process start to exit, imports included), MB/s of document text, peak memory of the
-   process tree (psutil polling: sum of RSS and sum of PSS; PSS counts shared pages once):
+   time (process start to exit, imports included), MB/s of document text, and from psutil polling
+   of the process tree (every 0.2 s) its peak memory (sum of RSS, and sum of PSS, which counts
+   shared pages once) and its CPU seconds (user + system, as last seen per process):
    (a) rensa signatures (bulk API, a process pool over shards) + datasketch ``MinHashLSH``
        (threshold 0.8, 128 permutations: it picks 9 bands x 13 rows) + candidate check (estimated
        Jaccard >= 0.8) + union-find, kept documents written as JSONL; once more with siftmix's
@@ -226,20 +229,22 @@ texts = [json.loads(x)["text"] for x in open(path, encoding="utf-8")]
 cfg = MinhashConfig(n_grams=5, num_buckets=16, hashes_per_bucket=8, seed=1)
 step = MinhashDedupSignature(output_folder=out, config=cfg, language="en")
 step.get_signature(step.get_shingles("warm up the spacy tokenizer with a few words of text here"))
-run_s, loop_s = [], []
+run_s, loop_s, run_c, loop_c = [], [], [], []
 for _ in range(repeat):
     docs = [Document(text=t, id=str(i)) for i, t in enumerate(texts)]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     step.run(iter(docs), rank=0, world_size=1)
     run_s.append(time.perf_counter() - t0)
-    t0 = time.perf_counter()
+    run_c.append(time.process_time() - c0)
+    t0, c0 = time.perf_counter(), time.process_time()
     for t in texts:
         s = step.get_shingles(t)
         if s.size:
             step.get_signature(s)
     loop_s.append(time.perf_counter() - t0)
+    loop_c.append(time.process_time() - c0)
 from importlib.metadata import version
-print(json.dumps({"run_s": min(run_s), "loop_s": min(loop_s), "documents": len(texts),
+print(json.dumps({"run_s": [min(run_s), min(run_c)], "loop_s": [min(loop_s), min(loop_c)], "documents": len(texts),
                   "versions": {p: version(p) for p in ("datatrove", "spacy", "xxhash", "numpy")}}))
 '''
 
@@ -283,13 +288,15 @@ def signature_speed(ids: list[str], texts: list[str], sig_mb: float, dt_sig_mb: 
     check = sl[:300]
     same = sum(sh(t) == shingle_strings(t) for t in check)
 
-    def best(fn):
-        ts = []
+    def best(fn) -> tuple[float, float]:
+        """(smallest wall time, smallest CPU time of this process) of ``repeat`` runs."""
+        ts, cs = [], []
         for _ in range(repeat):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             ts.append(time.perf_counter() - t0)
-        return min(ts)
+            cs.append(time.process_time() - c0)
+        return min(ts), min(cs)
 
     arr = pa.array(sl, pa.large_string())
     batch_signatures(arr.slice(0, 16))  # numba compile / cache load outside the timing
@@ -328,9 +335,10 @@ def signature_speed(ids: list[str], texts: list[str], sig_mb: float, dt_sig_mb: 
                                                      seed=SEED, scheme="affine32")], np.uint32),
         batch_signatures(few, compatible=True)))
 
-    def fig(seconds, what):
+    def fig(times, what, mb=mb, n=n):
+        seconds, cpu = times
         return {"seconds": round(seconds, 3), "mb_s_per_core": round(mb / seconds, 2), "docs_s_per_core": round(n / seconds),
-                "counted": what}
+                "cpu_s": round(cpu, 3), "mb_per_cpu_s": round(mb / cpu, 2), "counted": what}
 
     res = {"text_mb": round(mb, 2), "documents": n, "repeat": repeat,
            "peer_shingler_equals_siftmix_shingles": f"{same}/{len(check)} documents",
@@ -368,16 +376,17 @@ def signature_speed(ids: list[str], texts: list[str], sig_mb: float, dt_sig_mb: 
         r = json.loads(p.stdout.strip().splitlines()[-1])
         dmb = dt_size / 1e6
         res["datatrove_slice"] = {"text_mb": round(dmb, 2), "documents": len(dt_sl), "repeat": repeat, "versions": r["versions"]}
-        for key, s, what in (("datatrove", r["run_s"], "MinhashDedupSignature.run over in-memory documents (spaCy tokens, "
+        for key, t, what in (("datatrove", r["run_s"], "MinhashDedupSignature.run over in-memory documents (spaCy tokens, "
                                                         "normalisation, xxhash64, 128 hashes, bucket files written and sorted)"),
                              ("datatrove_loop", r["loop_s"], "get_shingles + get_signature per document (no files)")):
-            m[key] = {"seconds": round(s, 3), "mb_s_per_core": round(dmb / s, 2), "docs_s_per_core": round(len(dt_sl) / s),
-                      "counted": what}
+            m[key] = fig(t, what, dmb, len(dt_sl))
         print("  datatrove", m["datatrove"], m["datatrove_loop"], flush=True)
         shutil.rmtree(outdir, ignore_errors=True)
-    ours_mb_s = m["siftmix"]["mb_s_per_core"]
-    res["ratio_siftmix_over_peer"] = {k: round(ours_mb_s / v["mb_s_per_core"], 1) for k, v in m.items()
-                                      if k in ("datasketch", "rensa", "rensa_bulk", "datatrove", "datatrove_loop")}
+    peers = ("datasketch", "rensa", "rensa_bulk", "datatrove", "datatrove_loop")
+    res["ratio_siftmix_over_peer"] = {k: round(m["siftmix"]["mb_s_per_core"] / v["mb_s_per_core"], 1) for k, v in m.items()
+                                      if k in peers}
+    res["ratio_siftmix_over_peer_cpu_time"] = {k: round(m["siftmix"]["mb_per_cpu_s"] / v["mb_per_cpu_s"], 1)
+                                               for k, v in m.items() if k in peers}
     return res
 
 
@@ -599,6 +608,7 @@ def measure(cmd: list[str], log: Path, env: dict | None = None, poll: float = 0.
 
     log.parent.mkdir(parents=True, exist_ok=True)
     peak_rss = peak_pss = 0
+    cpu: dict[tuple, float] = {}  # (pid, start) -> last seen user+system seconds
     with open(log, "w") as fh:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=ROOT,
@@ -617,8 +627,10 @@ def measure(cmd: list[str], log: Path, env: dict | None = None, poll: float = 0.
                 for q in procs:
                     try:
                         mi = q.memory_full_info()
+                        ct = q.cpu_times()
                         rss += mi.rss
                         pss += getattr(mi, "pss", mi.rss)
+                        cpu[(q.pid, q.create_time())] = ct.user + ct.system
                     except psutil.Error:
                         pass
                 peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
@@ -629,7 +641,8 @@ def measure(cmd: list[str], log: Path, env: dict | None = None, poll: float = 0.
         wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:4])} ... failed (exit {proc.returncode}):\n{log.read_text()[-4000:]}")
-    return {"wall_s": round(wall, 2), "peak_rss_mb": round(peak_rss / 2**20), "peak_pss_mb": round(peak_pss / 2**20)}
+    return {"wall_s": round(wall, 2), "cpu_s": round(sum(cpu.values()), 1), "peak_rss_mb": round(peak_rss / 2**20),
+            "peak_pss_mb": round(peak_pss / 2**20)}
 
 
 # ------------------------------------------------------------------------------------- quality
@@ -701,7 +714,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--datatrove-mb", type=float, default=None,
                     help="datatrove's end-to-end corpus, a subset of the main one (default 16; quick: the main corpus)")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=None, help="signature timings: best of N (default 2, quick 1)")
+    ap.add_argument("--repeat", type=int, default=None, help="signature timings: best of N (default 3, quick 1)")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: signatures,rensa,datasketch,datatrove,siftmix")
     ap.add_argument("--name", default=None, help="result file: bench/results/NAME.json (default dedup, quick dedup-quick)")
     ap.add_argument("--peer", choices=["rensa", "datasketch"], help=argparse.SUPPRESS)
@@ -718,7 +731,7 @@ def main(argv=None) -> dict:
     sig_mb = args.sig_mb or (2 if q else 24)
     dt_sig_mb = args.datatrove_sig_mb or (1 if q else 4)
     dt_mb = min(args.datatrove_mb or (mb if q else 16), mb)
-    repeat = args.repeat or (1 if q else 2)
+    repeat = args.repeat or (1 if q else 3)
     name = args.name or ("dedup-quick" if q else "dedup")
     skip = set(filter(None, args.skip.split(",")))
     os.environ.update({"RAYON_NUM_THREADS": "1"})  # rensa's bulk API would use every core otherwise
