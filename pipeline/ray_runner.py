@@ -101,7 +101,7 @@ def _task_input(task) -> str:
     """The input a task works on, for error messages: its file or folder, if it names one."""
     if not isinstance(task, dict):
         return ""
-    for key in ("path", "dir"):
+    for key in ("path", "file", "dir"):
         if isinstance(task.get(key), str):
             return f" on {task[key]}"
     return _task_input(task.get("task"))
