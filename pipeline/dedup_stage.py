@@ -90,28 +90,47 @@ def _p(work: str, *parts) -> str:
 # ----------------------------------------------------------------------------- the passes (Ray tasks)
 
 def _sign_task(task: dict, params: dict, work: str, n_parts: int) -> dict:
+    """A group of input shards: band rows to ``bands/p<q>/`` (one file per group and partition),
+    metadata to ``meta/<shard>``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from siftmix.dedup.shard import BAND_SCHEMA, DedupParams, sign_table
 
     p = DedupParams(**params)
-    s, pf = task["shard"], pq.ParquetFile(task["path"])
-    cols = ["id", "source", "text"] + (["quality_score"] if "quality_score" in pf.schema_arrow.names else [])
-    bands, metas, rows, nbytes = [], [], 0, 0
-    for batch in pf.iter_batches(batch_size=p.batch_rows, columns=cols):
-        t = pa.Table.from_batches([batch])
-        b, m = sign_table(t, s, rows, p)
-        bands.append(b)
-        metas.append(m)
-        rows += t.num_rows
-        nbytes += pa.compute.sum(pa.compute.binary_length(t["text"])).as_py() or 0
+    bands, docs, nbytes = [], 0, 0
+    os.makedirs(_p(work, "meta"), exist_ok=True)
+    for s, path in task["shards"]:
+        pf = pq.ParquetFile(path)
+        cols = ["id", "source", "text"] + (["quality_score"] if "quality_score" in pf.schema_arrow.names else [])
+        metas, rows = [], 0
+        for batch in pf.iter_batches(batch_size=p.batch_rows, columns=cols):
+            t = pa.Table.from_batches([batch])
+            b, m = sign_table(t, s, rows, p)
+            bands.append(b)
+            metas.append(m)
+            rows += t.num_rows
+            nbytes += pa.compute.sum(pa.compute.binary_length(t["text"])).as_py() or 0
+        if metas:
+            pq.write_table(pa.concat_tables(metas), _p(work, "meta", f"s{s:06d}.parquet"), compression="lz4")
+        docs += rows
     band = pa.concat_tables(bands) if bands else BAND_SCHEMA.empty_table()
     keys = band["key"].to_numpy()
-    write_partitioned(band, (keys % np.uint64(n_parts)).astype(np.int64), lambda q: _p(work, "bands", f"p{q:05d}"), f"s{s:06d}.parquet")
-    if metas:
-        os.makedirs(_p(work, "meta"), exist_ok=True)
-        pq.write_table(pa.concat_tables(metas), _p(work, "meta", f"s{s:06d}.parquet"), compression="lz4")
-    return {"shard": s, "docs": rows, "bytes": nbytes, "band_rows": band.num_rows}
+    write_partitioned(band, (keys % np.uint64(n_parts)).astype(np.int64), lambda q: _p(work, "bands", f"p{q:05d}"),
+                      f"s{task['shards'][0][0]:06d}.parquet")
+    return {"docs": docs, "bytes": nbytes, "band_rows": band.num_rows}
+
+
+def shard_groups(shards: list[str], target_bytes: int = 32 * 2**20) -> list[list[tuple[int, str]]]:
+    """Consecutive input shards grouped into tasks of about ``target_bytes`` (many small shards,
+    e.g. one per book, cost a task and a file per partition each); big shards stay alone."""
+    groups, cur, size = [], [], 0
+    for i, f in enumerate(shards):
+        cur.append((i, f))
+        size += os.path.getsize(f)
+        if size >= target_bytes:
+            groups.append(cur)
+            cur, size = [], 0
+    return groups + ([cur] if cur else [])
 
 
 def _bucket_task(task: dict, work: str, n_parts: int, max_bucket: int) -> dict:
@@ -315,8 +334,11 @@ def _keeper_task(task: dict, work: str, priority: list[str], out_dir: str) -> di
 def _apply_task(task: dict, work: str, out_dir: str, keep_text: bool, max_bytes: int) -> dict:
     from siftmix.dedup.shard import apply_shard
 
-    dec = _read(_files(_p(work, "decisions", f"s{task['shard']:06d}")), ["doc", "cluster", "reason"])
-    return apply_shard(task["path"], task["shard"], dec, out_dir, keep_text, max_bytes)
+    out = []
+    for s, path in task["shards"]:
+        dec = _read(_files(_p(work, "decisions", f"s{s:06d}")), ["doc", "cluster", "reason"])
+        out.append(apply_shard(path, s, dec, out_dir, keep_text, max_bytes))
+    return {"results": out, "docs_in": sum(r["docs_in"] for r in out)}
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -398,6 +420,9 @@ def run_dedup(cfg: RunConfig, *, force: bool = False, workers: int | None = None
     workers = workers or cfg.ray.workers
     shards = [os.path.join(in_dir, "data", f) for f in sorted(shard_sources(m_in))]
     parts = n_partitions(m_in["counts"]["kept"], bands if d.fuzzy else 0, d.partitions)
+    import ray
+
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     timings: dict[str, float] = {}
     edge_stats = {"exact": 0, "candidates": 0, "verified": 0}
 
@@ -415,7 +440,8 @@ def run_dedup(cfg: RunConfig, *, force: bool = False, workers: int | None = None
         work = out.path("_work")
         allp = [{"partition": q} for q in range(parts)]
         with _Step("sign", timings):
-            res = list(run(_sign_task, [{"path": f, "shard": i} for i, f in enumerate(shards)], "sign", "docs",
+            groups = shard_groups(shards, max(1 << 20, min(32 << 20, sum(map(os.path.getsize, shards)) // (4 * cpus))))
+            res = list(run(_sign_task, [{"shards": g} for g in groups], "sign", "docs",
                            params=params, work=work, n_parts=parts))
             n_docs, n_bytes = sum(r["docs"] for r in res), sum(r["bytes"] for r in res)
         log(f"dedup: {n_docs:,} documents signed ({n_bytes / 1e6:.1f} MB, {timings['sign_s']:.1f}s); LSH {bands} bands x "
@@ -462,9 +488,9 @@ def run_dedup(cfg: RunConfig, *, force: bool = False, workers: int | None = None
                             "exact_clusters": n_cl - sum(r["fuzzy_clusters"] for r in res),
                             "size_histogram": {str(k): v for k, v in sorted(hist.items())}}
         with _Step("apply", timings):
-            results = list(run(_apply_task, [{"path": f, "shard": i} for i, f in enumerate(shards)], "write", "docs_in",
+            results = [r for x in run(_apply_task, [{"shards": g} for g in groups], "write", "docs_in",
                                work=work, out_dir=out.tmp, keep_text=cfg.ingest.keep_rejected_text,
-                               max_bytes=cfg.ingest.shard_max_bytes))
+                               max_bytes=cfg.ingest.shard_max_bytes) for r in x["results"]]
         shutil.rmtree(work, ignore_errors=True)
         results.sort(key=lambda r: r["file"])
         counts = summarize(results)
