@@ -23,6 +23,7 @@ demo: install
 	$(BIN)/siftmix run configs/demo.yaml
 	@echo ""
 	@echo "Demo run finished: runs/demo (manifests: runs/demo/*/_manifest.json)"
+	@echo "Run report: runs/demo/report.html"
 	@echo "Contamination report: runs/demo/30_decontam/audit.html"
 
 test: install chromium
