@@ -90,37 +90,21 @@ def _scan(data, offsets, ascii_punct, ascii_class, spans):
         tok_start = 0
         while i < end:
             b = data[i]
-            if b < 0x80:  # ASCII fast path: one table lookup (0 word char, 1 space, 2 punctuation)
+            if b < 0x80:  # ASCII: one table lookup (0 word character, 1 space, 2 punctuation, 3 upper case)
                 c = ascii_class[b]
-                if c == 1:
-                    if in_tok and has:
-                        nw = _emit(doc_of, hashes, starts, ends, nw, d, h, tok_start, ch)
-                    in_tok = False
-                else:
-                    if not in_tok:
-                        in_tok = True
-                        h = FNV_OFFSET
-                        has = False
-                        tok_start = ch
-                    if c == 0:
-                        has = True
-                        h = (h ^ np.uint64(b)) * FNV_PRIME
-                    elif c == 3:
-                        has = True
-                        h = (h ^ np.uint64(b + 32)) * FNV_PRIME
-                i += 1
-                ch += 1
-                continue
-            elif b < 0xE0:
-                cp = ((b & 0x1F) << 6) | (data[i + 1] & 0x3F)
-                ln = 2
-            elif b < 0xF0:
-                cp = ((b & 0x0F) << 12) | ((data[i + 1] & 0x3F) << 6) | (data[i + 2] & 0x3F)
-                ln = 3
+                ln = 1
             else:
-                cp = ((b & 0x07) << 18) | ((data[i + 1] & 0x3F) << 12) | ((data[i + 2] & 0x3F) << 6) | (data[i + 3] & 0x3F)
-                ln = 4
-            if _is_space(cp):
+                if b < 0xE0:
+                    cp = ((b & 0x1F) << 6) | (data[i + 1] & 0x3F)
+                    ln = 2
+                elif b < 0xF0:
+                    cp = ((b & 0x0F) << 12) | ((data[i + 1] & 0x3F) << 6) | (data[i + 2] & 0x3F)
+                    ln = 3
+                else:
+                    cp = ((b & 0x07) << 18) | ((data[i + 1] & 0x3F) << 12) | ((data[i + 2] & 0x3F) << 6) | (data[i + 3] & 0x3F)
+                    ln = 4
+                c = 1 if _is_space(cp) else 2 if _is_punct(cp, ascii_punct) else 0
+            if c == 1:
                 if in_tok and has:
                     nw = _emit(doc_of, hashes, starts, ends, nw, d, h, tok_start, ch)
                 in_tok = False
@@ -130,10 +114,13 @@ def _scan(data, offsets, ascii_punct, ascii_class, spans):
                     h = FNV_OFFSET
                     has = False
                     tok_start = ch
-                if not _is_punct(cp, ascii_punct):
+                if c != 2:
                     has = True
-                    for k in range(ln):
-                        h = (h ^ np.uint64(data[i + k])) * FNV_PRIME
+                    if ln == 1:
+                        h = (h ^ np.uint64(b + 32 if c == 3 else b)) * FNV_PRIME
+                    else:
+                        for k in range(ln):
+                            h = (h ^ np.uint64(data[i + k])) * FNV_PRIME
             i += ln
             ch += 1
         if in_tok and has:
