@@ -66,15 +66,14 @@ def scan_shard(path: str, index: NgramIndex, cfg) -> dict:
 def excise_shard(path: str, out_dir: str, index: NgramIndex, ignored: np.ndarray, cfg, keep_text: bool = True,
                  max_bytes: int = 256 * 2**20) -> dict:
     from siftmix.pipeline.schema import REJECTED_SCHEMA
-    from siftmix.pipeline.shards import ShardWriter
+    from siftmix.pipeline.shards import ShardWriter, file_stats
 
     pf = pq.ParquetFile(path)
     name = os.path.basename(path).removesuffix(".parquet")
     data = ShardWriter(os.path.join(out_dir, "data"), name, pf.schema_arrow, max_bytes)
     rej = ShardWriter(os.path.join(out_dir, "rejected"), name, REJECTED_SCHEMA, max_bytes)
-    st = {"file": os.path.basename(path), "source": None, "docs_in": 0, "kept": 0, "rejected": Counter(),
-          "bytes_in": 0, "chars_kept": 0, "bytes_kept": 0, "chars_in": 0, "chars_rejected": 0,
-          "rows_out": 0, "rejected_rows": Counter(), "documents_cut": 0, "collisions": 0, "ignored": 0}
+    st = file_stats(path, chars_in=0, chars_rejected=0, rows_out=0, rejected_rows=Counter(), documents_cut=0,
+                    collisions=0, ignored=0)
     for batch in pf.iter_batches(batch_size=cfg.batch_rows):
         t = pa.Table.from_batches([batch])
         if st["source"] is None and t.num_rows:

@@ -11,12 +11,10 @@ candidate pairs; the last pass (:func:`apply_shard`) writes kept and rejected ro
 from __future__ import annotations
 
 import os
-from collections import Counter
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 from siftmix.contamination.ngrams import words
@@ -190,7 +188,7 @@ def apply_shard(path: str, shard: int, decisions: pa.Table | None, out_dir: str,
     """Write one shard's kept rows to ``out_dir/data`` and its duplicates to ``out_dir/rejected``
     (names from the input shard's name, so the output does not depend on the workers)."""
     from siftmix.pipeline.schema import REJECTED_SCHEMA
-    from siftmix.pipeline.shards import ShardWriter
+    from siftmix.pipeline.shards import ShardWriter, close_stats, count_batch, file_stats
 
     pf = pq.ParquetFile(path)
     schema = dedup_schema(pf.schema_arrow)
@@ -204,25 +202,13 @@ def apply_shard(path: str, shard: int, decisions: pa.Table | None, out_dir: str,
         reason = np.asarray(decisions["reason"].to_pylist(), object)
     else:
         rows, cluster, reason = np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0, object)
-    stats = {"file": os.path.basename(path), "source": None, "docs_in": 0, "kept": 0, "rejected": Counter(),
-             "bytes_in": 0, "chars_kept": 0, "bytes_kept": 0}
+    stats = file_stats(path)
     first = 0
     for batch in pf.iter_batches(batch_size=batch_rows):
         t = pa.Table.from_batches([batch])
-        if stats["source"] is None and t.num_rows:
-            stats["source"] = t["source"][0].as_py()
         kept, rejected = apply_table(t, first, rows, cluster, reason, schema, keep_text)
         first += t.num_rows
-        stats["docs_in"] += t.num_rows
-        stats["bytes_in"] += pc.sum(pc.binary_length(t["text"])).as_py() or 0
-        stats["kept"] += kept.num_rows
-        if kept.num_rows:
-            stats["chars_kept"] += pc.sum(pc.utf8_length(kept["text"])).as_py()
-            stats["bytes_kept"] += pc.sum(pc.binary_length(kept["text"])).as_py()
-        stats["rejected"].update(reason_kind(r) for r in rejected["reason"].to_pylist())
+        count_batch(stats, t, kept, (reason_kind(r) for r in rejected["reason"].to_pylist()))
         data.write(kept)
         rej.write(rejected)
-    stats["shards"] = data.close()
-    stats["rejected_shards"] = rej.close()
-    stats["rejected"] = dict(sorted(stats["rejected"].items()))
-    return stats
+    return close_stats(stats, data, rej)

@@ -329,41 +329,28 @@ def _is_set(reasons: np.ndarray) -> np.ndarray:
 def filter_shard(path: str, out_dir: str, model: QualityModel | None, cfg, seed: int, filtered: bool,
                  drop: bool = True, keep_text: bool = True, max_bytes: int = 256 * 2**20) -> dict:
     """Filter one ingest shard into ``out_dir/data/<name>`` and ``out_dir/rejected/<name>``."""
-    from collections import Counter
 
     import pyarrow.parquet as pq
     from siftmix.pipeline.schema import REJECTED_SCHEMA
-    from siftmix.pipeline.shards import ShardWriter
+    from siftmix.pipeline.shards import ShardWriter, close_stats, count_batch, file_stats
 
     name = os.path.basename(path).removesuffix(".parquet")
     schema = quality_schema()
     data = ShardWriter(os.path.join(out_dir, "data"), name, schema, max_bytes)
     rej = ShardWriter(os.path.join(out_dir, "rejected"), name, REJECTED_SCHEMA, max_bytes)
     pf = pq.ParquetFile(path)
-    stats = {"file": os.path.basename(path), "source": None, "docs_in": 0, "kept": 0, "rejected": Counter(),
-             "bytes_in": 0, "chars_kept": 0, "bytes_kept": 0,
-             "hist_kept": np.zeros(20, np.int64), "hist_rejected": np.zeros(20, np.int64)}
+    stats = file_stats(path, hist_kept=np.zeros(20, np.int64), hist_rejected=np.zeros(20, np.int64))
     t0 = time.perf_counter()
     for batch in pf.iter_batches(batch_size=cfg.batch_rows, columns=["id", "source", "text", "url", "meta"]):
         t = pa.Table.from_batches([batch])
-        if stats["source"] is None and t.num_rows:
-            stats["source"] = t["source"][0].as_py()
         kept, rejected, s = filter_table(t, model, cfg, seed, filtered, drop, keep_text)
-        stats["docs_in"] += t.num_rows
-        stats["bytes_in"] += pc.sum(pc.binary_length(t["text"])).as_py() or 0
-        stats["kept"] += kept.num_rows
-        if kept.num_rows:
-            stats["chars_kept"] += pc.sum(pc.utf8_length(kept["text"])).as_py()
-            stats["bytes_kept"] += pc.sum(pc.binary_length(kept["text"])).as_py()
-        stats["rejected"].update(rejected["reason"].to_pylist())
+        count_batch(stats, t, kept, rejected["reason"].to_pylist())
         stats["hist_kept"] += s["hist_kept"]
         stats["hist_rejected"] += s["hist_rejected"]
         data.write(kept)
         rej.write(rejected)
-    stats["shards"] = data.close()
-    stats["rejected_shards"] = rej.close()
+    close_stats(stats, data, rej)
     stats["wall_s"] = round(time.perf_counter() - t0, 4)
-    stats["rejected"] = dict(sorted(stats["rejected"].items()))
     stats["hist_kept"] = stats["hist_kept"].tolist()
     stats["hist_rejected"] = stats["hist_rejected"].tolist()
     return stats

@@ -72,3 +72,33 @@ def read_shards(directory: str, columns: list[str] | None = None) -> pa.Table:
     if not files:
         return None
     return pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+
+
+def file_stats(path: str, **extra) -> dict:
+    """Per-input-file counts every stage returns (see ``runner.summarize``): in = kept + rejected."""
+    from collections import Counter
+
+    return {"file": os.path.basename(path), "source": None, "docs_in": 0, "kept": 0, "rejected": Counter(),
+            "bytes_in": 0, "chars_kept": 0, "bytes_kept": 0, **extra}
+
+
+def count_batch(st: dict, batch: pa.Table, kept: pa.Table, reasons) -> None:
+    """Add one batch (its input, the kept rows, the reasons of the rejected rows) to ``st``."""
+    import pyarrow.compute as pc
+
+    if st["source"] is None and batch.num_rows:
+        st["source"] = batch["source"][0].as_py()
+    st["docs_in"] += batch.num_rows
+    st["bytes_in"] += pc.sum(pc.binary_length(batch["text"])).as_py() or 0
+    st["kept"] += kept.num_rows
+    if kept.num_rows:
+        st["chars_kept"] += pc.sum(pc.utf8_length(kept["text"])).as_py()
+        st["bytes_kept"] += pc.sum(pc.binary_length(kept["text"])).as_py()
+    st["rejected"].update(reasons)
+
+
+def close_stats(st: dict, data: ShardWriter, rejected: ShardWriter) -> dict:
+    st["shards"] = data.close()
+    st["rejected_shards"] = rejected.close()
+    st["rejected"] = dict(sorted(st["rejected"].items()))
+    return st
