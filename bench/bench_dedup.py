@@ -358,7 +358,7 @@ def signature_speed(ids: list[str], texts: list[str], sig_mb: float, dt_sig_mb: 
     print("  rensa", m["rensa"], m["rensa_bulk"], flush=True)
     py = peers_python()
     if py is None:
-        res["datatrove"] = {"skipped": f"no {PEERS_VENV.relative_to(ROOT)} (run `make bench-peers`)"}
+        res["datatrove"] = {"skipped": f"no {PEERS_VENV} (run `make bench-peers`)"}
     else:
         dt_sl, dt_size = [], 0
         for t in sl:
