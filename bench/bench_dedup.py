@@ -155,8 +155,19 @@ def build_corpus(mb: float, seed: int = 0, shards: int = 8) -> Path | None:
     out: list[tuple[str, str]] = []
     families: list[list] = []
     size = 0
-    for i in rng.permutation(len(docs)):
-        key, text = docs[i]
+    # Past the real documents (about 70 MB), each further pass re-uses them with half of their
+    # words replaced by corpus words (Jaccard ~0.02 to the original: new documents with real
+    # word statistics, not duplicates), so that 1 GB corpora can be built for the scale figures.
+    def stream():
+        for cycle in range(10**6):
+            for i in rng.permutation(len(docs)):
+                key, text = docs[i]
+                if cycle == 0:
+                    yield key, text
+                else:
+                    yield f"{key}#v{cycle}", edit_words(text, 0.5, rng, vocab)
+
+    for key, text in stream():
         out.append((key, text))
         size += len(text.encode())
         if rng.random() < PLANT_FRACTION:
