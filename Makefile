@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/pip --disable-pip-version-check
 DEMO_SIZE ?= 10MB
 
-.PHONY: install demo test test-fast bench bench-peers lint clean chromium
+.PHONY: install demo test test-fast bench bench-peers bench-scale lint clean chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,12 @@ bench-peers: $(PEERS_STAMP)
 
 bench: install bench-peers
 	$(BIN)/python -m bench.run_all
+
+# Not part of `make bench` or CI: the whole pipeline at 100 MB and 1 GB, dedup driver memory at 100k
+# and 1M documents (about 8 minutes on 2 cores, ~15 GB under bench/work). Results in bench/results/scale.json.
+SCALE_ARGS ?=
+bench-scale: install
+	$(BIN)/python -m bench.bench_scale $(SCALE_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
