@@ -197,28 +197,39 @@ def _from_ipc(blob: bytes):
 
 
 def _sample_task(task: dict, pos: list[str], neg: list[str], rates: dict, seed: int, chunk_chars: int) -> dict:
+    """One shard's candidate training examples, written beside the model (not sent back)."""
     import pyarrow.parquet as pq
     from siftmix.filters.quality import sample_examples
 
     t = pq.read_table(task["path"], columns=["id", "source", "text"])
     ex = sample_examples(t, set(pos), set(neg), {int(k): v for k, v in rates.items()}, seed, chunk_chars)
-    return {"examples": _ipc(ex), "n": ex.num_rows}
+    if ex.num_rows:
+        pq.write_table(ex, task["out"], compression="lz4")
+    return {"n": ex.num_rows}
 
 
 def _train_task(task: dict) -> dict:
-    from siftmix.filters.quality import train_model
+    """Balance the sampled examples and train, in one task: the driver never holds the text."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from siftmix.filters.quality import balance, train_model
 
     from .config import QualityConfig
 
-    examples = _from_ipc(task["examples"])
-    return train_model(examples, QualityConfig.model_validate(task["quality"]), task["seed"], task["out"], log=lambda *_: None)
+    q = QualityConfig.model_validate(task["quality"])
+    examples = pa.concat_tables([pq.read_table(f) for f in task["files"]])
+    examples = examples.sort_by("id")  # task completion order must not matter
+    examples = balance(examples, q.train.max_docs_per_class, task["seed"])
+    result = train_model(examples, q, task["seed"], task["out"], log=lambda *_: None)
+    n_pos = int(pa.compute.sum(examples["label"]).as_py())
+    return {**result, "examples": {"total": examples.num_rows, "positive": n_pos}}
 
 
 def train_quality(cfg: RunConfig, out_model_dir: str, *, workers: int | None = None, log: Callable[[str], None] = print) -> dict:
-    """Sample balanced examples from the ingest output (through Ray) and train the model (in a
-    Ray task); writes the model folder and returns its eval.json content."""
-    import pyarrow as pa
-    from siftmix.filters.quality import balance
+    """Sample balanced examples from the ingest output (Ray tasks write them beside the model
+    folder) and train the model in a Ray task; writes the model folder and returns its eval.json
+    content. The driver holds counts only (bounded memory whatever the corpus)."""
+    import shutil
 
     in_dir, m_in = upstream(cfg, "ingest")
     pos, neg = _quality_classes(cfg)
@@ -231,26 +242,32 @@ def train_quality(cfg: RunConfig, out_model_dir: str, *, workers: int | None = N
     rates = {1: min(1.0, 1.5 * t.max_docs_per_class / max(1, expected(pos))),
              0: min(1.0, 1.5 * t.max_docs_per_class / max(1, expected(neg)))}
     srcs = shard_sources(m_in)
-    tasks = [{"path": os.path.join(in_dir, "data", f)} for f, s in sorted(srcs.items()) if s in pos or s in neg]
-    parts = [_from_ipc(r["examples"]) for r in map_tasks(_sample_task, tasks, workers=workers or cfg.ray.workers,
-             fn_kwargs={"pos": pos, "neg": neg, "rates": rates, "seed": cfg.seed, "chunk_chars": t.chunk_chars})]
-    examples = pa.concat_tables(parts) if parts else None
-    if examples is None or examples.num_rows == 0:
-        raise StageError("quality: no training examples (are the positive and negative sources empty?)")
-    examples = examples.sort_by("id")  # task completion order must not matter
-    examples = balance(examples, t.max_docs_per_class, cfg.seed)
-    n_pos = int(pa.compute.sum(examples["label"]).as_py())
-    log(f"quality: training {cfg.quality.scorer} on {examples.num_rows} examples ({n_pos} reference from "
-        f"{', '.join(pos)}; {examples.num_rows - n_pos} crawl from {', '.join(neg)})")
+    samples = os.path.abspath(out_model_dir).rstrip(os.sep) + ".samples"
+    shutil.rmtree(samples, ignore_errors=True)
+    os.makedirs(samples)
     try:
-        (result,) = list(map_tasks(_train_task, [{"examples": _ipc(examples), "quality": cfg.quality.model_dump(),
-                                                   "seed": cfg.seed, "out": out_model_dir}],
-                                   num_cpus=cfg.quality.fasttext.threads))
-    except Exception as err:  # a training failure is one line, not a Ray traceback
-        cause = getattr(err, "cause", None) or err
-        raise StageError(f"quality: training failed: {type(cause).__name__}: {str(cause).splitlines()[0]}") from None
+        tasks = [{"path": os.path.join(in_dir, "data", f), "out": os.path.join(samples, f)}
+                 for f, s in sorted(srcs.items()) if s in pos or s in neg]
+        n = sum(r["n"] for r in map_tasks(_sample_task, tasks, workers=workers or cfg.ray.workers,
+                fn_kwargs={"pos": pos, "neg": neg, "rates": rates, "seed": cfg.seed, "chunk_chars": t.chunk_chars}))
+        files = sorted(os.path.join(samples, f) for f in os.listdir(samples))
+        if n == 0 or not files:
+            raise StageError("quality: no training examples (are the positive and negative sources empty?)")
+        log(f"quality: training {cfg.quality.scorer} on a balanced sample of {n:,} candidate examples "
+            f"(reference: {', '.join(pos)}; crawl: {', '.join(neg)})")
+        try:
+            (result,) = list(map_tasks(_train_task, [{"files": files, "quality": cfg.quality.model_dump(),
+                                                       "seed": cfg.seed, "out": out_model_dir}],
+                                       num_cpus=cfg.quality.fasttext.threads))
+        except Exception as err:  # a training failure is one line, not a Ray traceback
+            cause = getattr(err, "cause", None) or err
+            raise StageError(f"quality: training failed: {type(cause).__name__}: {str(cause).splitlines()[0]}") from None
+    finally:
+        shutil.rmtree(samples, ignore_errors=True)
+    ex = result.pop("examples")
     ev = result["heldout"][cfg.quality.scorer]
-    log(f"quality: held-out ROC AUC {ev['roc_auc']:.3f}, accuracy {ev['accuracy']:.3f} at 0.5 "
+    log(f"quality: trained on {ex['total']:,} examples ({ex['positive']:,} reference, {ex['total'] - ex['positive']:,} crawl); "
+        f"held-out ROC AUC {ev['roc_auc']:.3f}, accuracy {ev['accuracy']:.3f} at 0.5 "
         f"({ev['n']} examples); expected keep rate crawl {ev['expected_keep_rate']['negative']:.3f}, "
         f"reference {ev['expected_keep_rate']['positive']:.3f}")
     return result
