@@ -69,10 +69,27 @@ def _emit(doc_of, hashes, starts, ends, nw, d, h, start, end):
 
 
 @numba.njit(cache=True)
-def _scan(data, offsets, ascii_punct, ascii_class, spans):
+def _decode(data, i, b, ascii_punct):
+    """(class, length in bytes) of the non-ASCII UTF-8 character starting with byte b at data[i]."""
+    if b < 0xE0:
+        cp = ((b & 0x1F) << 6) | (data[i + 1] & 0x3F)
+        ln = 2
+    elif b < 0xF0:
+        cp = ((b & 0x0F) << 12) | ((data[i + 1] & 0x3F) << 6) | (data[i + 2] & 0x3F)
+        ln = 3
+    else:
+        cp = ((b & 0x07) << 18) | ((data[i + 1] & 0x3F) << 12) | ((data[i + 2] & 0x3F) << 6) | (data[i + 3] & 0x3F)
+        ln = 4
+    return np.uint8(1 if _is_space(cp) else 2 if _is_punct(cp, ascii_punct) else 0), ln
+
+
+@numba.njit(cache=True, inline="always")
+def _scan_body(data, offsets, ascii_punct, ascii_class, spans):
     """Words of every document: (doc index, FNV-1a hash, start char, end char); without
     ``spans`` the start/end arrays are empty. ASCII upper case is folded here (class 3), so an
-    all-ASCII batch needs no lowercasing pass."""
+    all-ASCII batch needs no lowercasing pass. Two tight loops: separators, then one token.
+    Inlined into the two entry points below with ``spans`` a constant, so that the variant
+    without spans carries none of their work (measured 1.45x faster than a runtime flag)."""
     n_docs = len(offsets) - 1
     cap = (len(data) + n_docs) // 2 + 1  # a word and the space after it take at least 2 bytes
     doc_of = np.empty(cap, np.int32)
@@ -84,36 +101,21 @@ def _scan(data, offsets, ascii_punct, ascii_class, spans):
         i = offsets[d]
         end = offsets[d + 1]
         ch = 0  # character index within the document
-        in_tok = False
-        h = FNV_OFFSET
-        has = False
-        tok_start = 0
         while i < end:
             b = data[i]
             if b < 0x80:  # ASCII: one table lookup (0 word character, 1 space, 2 punctuation, 3 upper case)
                 c = ascii_class[b]
                 ln = 1
             else:
-                if b < 0xE0:
-                    cp = ((b & 0x1F) << 6) | (data[i + 1] & 0x3F)
-                    ln = 2
-                elif b < 0xF0:
-                    cp = ((b & 0x0F) << 12) | ((data[i + 1] & 0x3F) << 6) | (data[i + 2] & 0x3F)
-                    ln = 3
-                else:
-                    cp = ((b & 0x07) << 18) | ((data[i + 1] & 0x3F) << 12) | ((data[i + 2] & 0x3F) << 6) | (data[i + 3] & 0x3F)
-                    ln = 4
-                c = 1 if _is_space(cp) else 2 if _is_punct(cp, ascii_punct) else 0
+                c, ln = _decode(data, i, b, ascii_punct)
             if c == 1:
-                if in_tok and has:
-                    nw = _emit(doc_of, hashes, starts, ends, nw, d, h, tok_start, ch)
-                in_tok = False
-            else:
-                if not in_tok:
-                    in_tok = True
-                    h = FNV_OFFSET
-                    has = False
-                    tok_start = ch
+                i += ln
+                ch += 1
+                continue
+            tok_start = ch
+            h = FNV_OFFSET
+            has = False
+            while True:  # the token: until a space or the end of the document
                 if c != 2:
                     has = True
                     if ln == 1:
@@ -121,21 +123,42 @@ def _scan(data, offsets, ascii_punct, ascii_class, spans):
                     else:
                         for k in range(ln):
                             h = (h ^ np.uint64(data[i + k])) * FNV_PRIME
-            i += ln
-            ch += 1
-        if in_tok and has:
-            nw = _emit(doc_of, hashes, starts, ends, nw, d, h, tok_start, ch)
+                i += ln
+                ch += 1
+                if i >= end:
+                    break
+                b = data[i]
+                if b < 0x80:  # ASCII: one table lookup (0 word character, 1 space, 2 punctuation, 3 upper case)
+                    c = ascii_class[b]
+                    ln = 1
+                else:
+                    c, ln = _decode(data, i, b, ascii_punct)
+                if c == 1:
+                    break
+            if has:
+                nw = _emit(doc_of, hashes, starts, ends, nw, d, h, tok_start, ch)
     return doc_of[:nw], hashes[:nw], starts[: nw if spans else 0], ends[: nw if spans else 0]
 
 
+@numba.njit(cache=True)
+def _scan_spans(data, offsets, ascii_punct, ascii_class):
+    return _scan_body(data, offsets, ascii_punct, ascii_class, True)
+
+
+@numba.njit(cache=True)
+def _scan_words(data, offsets, ascii_punct, ascii_class):
+    return _scan_body(data, offsets, ascii_punct, ascii_class, False)
+
+
+def _scan(data, offsets, ascii_punct, ascii_class, spans: bool):
+    return (_scan_spans if spans else _scan_words)(data, offsets, ascii_punct, ascii_class)
+
+
 def lowercase(text: pa.Array) -> pa.Array:
-    """Unicode lowercase where it keeps the length in characters (so spans stay valid), ASCII
-    lowercase for the rare documents where it would not (e.g. U+0130)."""
-    low = pc.utf8_lower(text)
-    same = pc.equal(pc.utf8_length(low), pc.utf8_length(text))
-    if pc.all(pc.fill_null(same, True)).as_py():
-        return low
-    return pc.if_else(same, low, pc.ascii_lower(text))
+    """Unicode lowercase. Arrow maps code point to code point (utf8proc's simple case mapping:
+    U+0130 becomes "i", not "i" + U+0307), so character offsets, and the spans of words, stay
+    valid (tested in test_lowercase_keeps_character_offsets)."""
+    return pc.utf8_lower(text)
 
 
 class Words:

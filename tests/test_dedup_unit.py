@@ -200,3 +200,13 @@ def test_words_without_spans_and_ascii_fast_path_equal_the_full_scan(texts):
     ascii_texts = [t.encode("ascii", "ignore").decode() for t in texts]
     w = words(ascii_texts, spans=False)  # lowercased inside the scan
     assert w.hash.tolist() == [word_hash(x) for t in ascii_texts for x in normalized_words(t)]
+
+
+def test_lowercase_keeps_character_offsets():
+    import pyarrow.compute as pc
+    from siftmix.contamination.ngrams import lowercase
+
+    # every code point of the BMP but surrogates, and the astral planes' letters Arrow knows
+    cps = [c for c in range(1, 0x30000) if not 0xD800 <= c <= 0xDFFF]
+    text = pa.array([chr(c) for c in cps], pa.large_string())
+    assert pc.all(pc.equal(pc.utf8_length(lowercase(text)), 1)).as_py()
