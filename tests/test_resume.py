@@ -73,6 +73,27 @@ def test_rerun_skips_finished_stage_and_force_recomputes(ray_local, tmp_path):
         assert set(m) >= {"config_hash", "input_fingerprint", "output_fingerprint", "counts", "timings", "versions"}
 
 
+def _kill_driver_when(proc: subprocess.Popen, ready, timeout: float = 240) -> bool:
+    """kill -9 the driver (only it, mid-stage) as soon as ``ready()``; then the Ray processes it
+    left behind (its session). True if it was killed before it finished."""
+    killed = False
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline and proc.poll() is None:
+            if ready():
+                os.kill(proc.pid, signal.SIGKILL)
+                killed = True
+                break
+            time.sleep(0.02)
+        proc.wait(timeout=60)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return killed
+
+
 def test_kill_9_of_the_driver_mid_stage_then_rerun_is_byte_identical(tmp_path):
     data = _corpus(tmp_path / "data")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
@@ -83,23 +104,8 @@ def test_kill_9_of_the_driver_mid_stage_then_rerun_is_byte_identical(tmp_path):
     proc = subprocess.Popen([*SIFTMIX, "run", str(crash_cfg), "--workers", "1"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     run_dir = tmp_path / "crash"
-    killed_with = None
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            tmps = list(run_dir.glob(".00_ingest.tmp-*/data/*.parquet")) if run_dir.exists() else []
-            if len(tmps) >= 5:
-                os.kill(proc.pid, signal.SIGKILL)  # the driver only, mid-stage
-                killed_with = len(tmps)
-                break
-            time.sleep(0.02)
-        proc.wait(timeout=60)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # Ray processes the driver left behind
-        except ProcessLookupError:
-            pass
-    assert killed_with is not None, "the stage finished before it could be killed"
+    killed = _kill_driver_when(proc, lambda: len(list(run_dir.glob(".00_ingest.tmp-*/data/*.parquet"))) >= 5)
+    assert killed, "the stage finished before it could be killed"
     assert proc.returncode == -signal.SIGKILL
     assert not (run_dir / "00_ingest").exists()  # nothing that looks finished
     assert list(run_dir.glob(".00_ingest.tmp-*"))  # just the abandoned temp folder
@@ -124,21 +130,7 @@ def test_kill_9_in_a_later_stage_then_rerun_resumes_there(demo_corpus, demo_refe
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     with open(tmp_path / "crash.log", "w") as log:
         proc = subprocess.Popen([*SIFTMIX, "run", str(config)], env=env, stdout=log, stderr=log, start_new_session=True)
-    killed = False
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            if list(run_dir.glob(".30_decontam.tmp-*")):
-                os.kill(proc.pid, signal.SIGKILL)  # the driver only, mid-stage
-                killed = True
-                break
-            time.sleep(0.02)
-        proc.wait(timeout=60)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # Ray processes the driver left behind
-        except ProcessLookupError:
-            pass
+    killed = _kill_driver_when(proc, lambda: bool(list(run_dir.glob(".30_decontam.tmp-*"))))
     assert killed, "decontam did not start:\n" + (tmp_path / "crash.log").read_text()[-3000:]
     assert not (run_dir / "30_decontam").exists() and not (run_dir / "40_mix").exists()
     assert list(run_dir.glob(".30_decontam.tmp-*"))  # the abandoned temp folder, not a stage
