@@ -141,7 +141,7 @@ def _bucket_task(task: dict, work: str, n_parts: int, max_bucket: int) -> dict:
     q = task["partition"]
     t = _read(_files(_p(work, "bands", f"p{q:05d}")))
     if t is None:
-        return {"exact": 0, "candidates": 0}
+        return {"exact": 0, "candidates_with_repeats": 0}
     a, b, k = bucket_candidates(t["key"].to_numpy(), t["band"].to_numpy(), t["doc"].to_numpy(), t["exact"].to_numpy(),
                                 max_bucket=max_bucket)
     ex = k == 0
@@ -326,7 +326,7 @@ def _keeper_task(task: dict, work: str, priority: list[str], out_dir: str) -> di
                         "quality_score": t["score"]}).sort_by([("cluster", "ascending"), ("id", "ascending")])
     os.makedirs(os.path.join(out_dir, "clusters"), exist_ok=True)
     pq.write_table(listing, os.path.join(out_dir, "clusters", f"clusters-p{q:05d}.parquet"), **PARQUET_OPTIONS)
-    fuzzy = len(np.unique(keeper_ids[np.asarray([x is not None and x.startswith("duplicate_of:") for x in reason])]))
+    fuzzy = len(np.unique(keeper_ids[~is_keeper & ~r["exact"]]))  # clusters holding a near (not exact) duplicate
     hist = Counter(r["size"][is_keeper].tolist())
     return {"hist": {int(k): int(v) for k, v in hist.items()}, "docs": int(t.num_rows), "fuzzy_clusters": int(fuzzy)}
 
@@ -402,6 +402,7 @@ def connected_components(work: str, edge_files: list[str], n_edges: int, n_parts
 
 def run_dedup(cfg: RunConfig, *, force: bool = False, workers: int | None = None, console=None,
               log: Callable[[str], None] = print, progress: bool = True) -> dict:
+    import ray
     from siftmix.dedup.shard import DedupParams
 
     from .runner import StageError, previous_stage, shard_sources, stage_dir, summarize, upstream
@@ -420,8 +421,6 @@ def run_dedup(cfg: RunConfig, *, force: bool = False, workers: int | None = None
     workers = workers or cfg.ray.workers
     shards = [os.path.join(in_dir, "data", f) for f in sorted(shard_sources(m_in))]
     parts = n_partitions(m_in["counts"]["kept"], bands if d.fuzzy else 0, d.partitions)
-    import ray
-
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     timings: dict[str, float] = {}
     edge_stats = {"exact": 0, "candidates": 0, "verified": 0}

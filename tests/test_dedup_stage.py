@@ -83,6 +83,10 @@ def test_demo_counts_clusters_and_reasons(demo_run):
 
 
     assert sum(v is not None for v in dc.values()) == len(clusters)
+    reasons = defaultdict(list)
+    for r in rej["reason"].to_pylist():
+        reasons[r.split(":", 1)[1]].append(r.split(":", 1)[0])
+    assert m["clusters"]["exact_clusters"] == sum(all(k == "exact_duplicate_of" for k in v) for v in reasons.values())
     hist = {int(k): v for k, v in m["clusters"]["size_histogram"].items()}
     assert sorted(hist.items()) == sorted({n: sum(len(v) == n for v in clusters.values()) for n in hist}.items())
 
