@@ -392,12 +392,27 @@ def generate(out: str, nbytes: int, seed: int = 0, log: Callable[[str], None] | 
             log(f"demo-data: {k + per_file}/{len(cc)} crawl documents")
     truth["cc_kinds"] = {d["uuid"]: d["kind"] for d in cc}
 
+    # near-duplicates inside WebText2 (GPT-3 deduplicated each dataset): curated text is not
+    # quality-filtered, so these reach the dedup stage of a full run. Their own random stream
+    # keeps the rest of the corpus what it was before they were added.
+    dup_rng = random.Random(seed + 1)
+    copies = []
+    for wt in dup_rng.sample(webtext, max(1, len(webtext) * 4 // 100)):
+        rate = dup_rng.choice([0.0, 0.005, 0.01, 0.02])
+        copies.append({"id": f"{wt['id']}-copy", "text": edit_words(wt["text"], dup_rng, rate) if rate else wt["text"],
+                       "url": wt["url"]})
+        truth.setdefault("webtext_duplicates", []).append({"original": wt["id"], "copy": copies[-1]["id"], "edit_rate": rate})
+    p = os.path.join(out, "webtext2", "webtext2-copies.jsonl.gz")
+    with gzip.GzipFile(p, "wb", mtime=0) as fh:
+        fh.write("".join(json.dumps(d) + "\n" for d in copies).encode())
+    files.append(p)
+
     with open(os.path.join(out, "truth.json"), "w", encoding="utf-8") as fh:
         json.dump(truth, fh)
     with open(os.path.join(out, "demo.yaml"), "w", encoding="utf-8") as fh:
         fh.write(DEMO_CONFIG.format(run_dir=os.path.join("..", "runs", os.path.basename(os.path.abspath(out)))))
     total = sum(os.path.getsize(f) for f in files)
-    return {"bytes": total, "text_bytes": nbytes, "files": len(files), "documents": len(cc) + len(webtext) + len(wiki) + len(books2),
+    return {"bytes": total, "text_bytes": nbytes, "files": len(files), "documents": len(cc) + len(webtext) + len(copies) + len(wiki) + len(books2),
             "truth": {k: len(v) for k, v in truth.items() if isinstance(v, list)}}
 
 
