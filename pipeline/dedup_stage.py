@@ -39,7 +39,7 @@ import numpy as np
 
 from .config import RunConfig, stable_hash
 from .ray_runner import Progress, map_tasks
-from .stage import is_finished, stage_output
+from .stage import stage_output
 
 ROW_MASK = np.int64(0xFFFFFFFF)
 
@@ -405,14 +405,12 @@ def run_dedup(cfg: RunConfig, *, force: bool = False, workers: int | None = None
     import ray
     from siftmix.dedup.shard import DedupParams
 
-    from .runner import StageError, previous_stage, shard_sources, stage_dir, summarize, upstream
+    from .runner import StageError, finished, shard_sources, stage_dir, stage_input, summarize
 
-    prev = previous_stage(cfg, "dedup")
-    in_dir, m_in = upstream(cfg, prev)
+    prev, in_dir, m_in = stage_input(cfg, "dedup")
     out_dir = stage_dir(cfg, "dedup")
     chash, fp = dedup_config_hash(cfg), m_in["output_fingerprint"]
-    if not force and (m := is_finished(out_dir, chash, fp)):
-        log(f"dedup: finished earlier, skipped ({m['counts']['kept']} documents in {out_dir})")
+    if m := finished("dedup", out_dir, chash, fp, force, log):
         return m
     d = cfg.dedup
     bands, rows = d.lsh_params()

@@ -61,6 +61,20 @@ def upstream(cfg: RunConfig, stage: str) -> tuple[str, dict]:
     return d, m
 
 
+def stage_input(cfg: RunConfig, stage: str) -> tuple[str, str, dict]:
+    """(the configured stage that feeds ``stage``, its folder, its manifest), or a one-line error."""
+    prev = previous_stage(cfg, stage)
+    return (prev, *upstream(cfg, prev))
+
+
+def finished(name: str, out_dir: str, chash: str, fp: str, force: bool, log: Callable[[str], None]) -> dict | None:
+    """The manifest of a stage finished earlier with this config and input (logged), unless --force."""
+    m = None if force else is_finished(out_dir, chash, fp)
+    if m is not None:
+        log(f"{name}: finished earlier, skipped ({out_dir})")
+    return m
+
+
 def shard_sources(manifest: dict) -> dict[str, str]:
     """{shard file name: source} from a stage manifest's per-file results."""
     out = {}
@@ -104,8 +118,7 @@ def run_ingest(cfg: RunConfig, *, force: bool = False, workers: int | None = Non
     tasks = plan_ingest(cfg)
     chash = ingest_config_hash(cfg)
     fp = files_fingerprint([t.path for t in tasks])
-    if not force and (m := is_finished(out_dir, chash, fp)):
-        log(f"ingest: finished earlier, skipped ({m['counts']['kept']} documents in {out_dir})")
+    if m := finished("ingest", out_dir, chash, fp, force, log):
         return m
     srcs = {s.name: s.model_dump() for s in cfg.sources}
     total_bytes = sum(os.path.getsize(t.path) for t in tasks)
@@ -317,8 +330,7 @@ def run_quality(cfg: RunConfig, *, force: bool = False, workers: int | None = No
     out_dir = out_dir or stage_dir(cfg, "quality") + ("" if drop else "_scored")
     in_dir, m_in = upstream(cfg, "ingest")
     chash, fp = quality_config_hash(cfg, drop), m_in["output_fingerprint"]
-    if not force and (m := is_finished(out_dir, chash, fp)):
-        log(f"{name}: finished earlier, skipped ({m['counts']['kept']} documents in {out_dir})")
+    if m := finished(name, out_dir, chash, fp, force, log):
         return m
     q = cfg.quality
     filtered = {s.name for s in cfg.sources if s.filter}
@@ -429,12 +441,10 @@ def run_decontam(cfg: RunConfig, *, force: bool = False, workers: int | None = N
     from siftmix.contamination.report import build_audit, write_reports
 
     name = "audit" if audit_only else "decontam"
-    prev = previous_stage(cfg, "decontam")
-    in_dir, m_in = upstream(cfg, prev)
+    prev, in_dir, m_in = stage_input(cfg, "decontam")
     out_dir = os.path.join(cfg.run_dir, "30_audit") if audit_only else stage_dir(cfg, "decontam")
     chash, fp = decontam_config_hash(cfg, audit_only), m_in["output_fingerprint"]
-    if not force and (m := is_finished(out_dir, chash, fp)):
-        log(f"{name}: finished earlier, skipped ({out_dir})")
+    if m := finished(name, out_dir, chash, fp, force, log):
         return m
     d = cfg.decontam
     try:
@@ -643,12 +653,10 @@ def run_mix(cfg: RunConfig, *, force: bool = False, workers: int | None = None, 
         table_2_2,
     )
 
-    prev = previous_stage(cfg, "mix")
-    in_dir, m_in = upstream(cfg, prev)
+    prev, in_dir, m_in = stage_input(cfg, "mix")
     out_dir = stage_dir(cfg, "mix")
     chash, fp = mix_config_hash(cfg), m_in["output_fingerprint"]
-    if not force and (m := is_finished(out_dir, chash, fp)):
-        log(f"mix: finished earlier, skipped ({m['counts']['tokens']:,} tokens in {out_dir})")
+    if m := finished("mix", out_dir, chash, fp, force, log):
         return m
     mx = cfg.mix
     workers = workers or cfg.ray.workers
