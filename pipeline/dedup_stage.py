@@ -42,6 +42,8 @@ from .ray_runner import Progress, map_tasks
 from .stage import stage_output
 
 ROW_MASK = np.int64(0xFFFFFFFF)
+#: the stage's own shuffle files: hashes neither compress nor dictionary-encode, so neither is tried
+WORK_PARQUET = dict(compression="none", use_dictionary=False, write_statistics=False)
 
 
 # ----------------------------------------------------------------------------- file shuffle helpers
@@ -79,7 +81,7 @@ def write_partitioned(table, part: np.ndarray, folder_of: Callable[[int], str], 
     for a, b in zip(bounds[:-1], bounds[1:]):
         d = folder_of(int(part[a]))
         os.makedirs(d, exist_ok=True)
-        pq.write_table(table.slice(a, b - a), os.path.join(d, name), compression="lz4")
+        pq.write_table(table.slice(a, b - a), os.path.join(d, name), **WORK_PARQUET)
     return len(bounds) - 1
 
 
@@ -147,7 +149,7 @@ def _bucket_task(task: dict, work: str, n_parts: int, max_bucket: int) -> dict:
     ex = k == 0
     if ex.any():
         os.makedirs(_p(work, "edges", "exact"), exist_ok=True)
-        pq.write_table(pa.table({"a": a[ex], "b": b[ex]}), _p(work, "edges", "exact", f"p{q:05d}.parquet"))
+        pq.write_table(pa.table({"a": a[ex], "b": b[ex]}), _p(work, "edges", "exact", f"p{q:05d}.parquet"), **WORK_PARQUET)
     cand = pa.table({"a": a[~ex], "b": b[~ex]})
     write_partitioned(cand, partition_of(a[~ex], n_parts), lambda r: _p(work, "cand", f"p{r:05d}"), f"from{q:05d}.parquet")
     return {"exact": int(ex.sum()), "candidates_with_repeats": int((~ex).sum())}
@@ -165,7 +167,7 @@ def _pairs_task(task: dict, work: str) -> dict:
         return {"candidates": 0}
     a, b, _ = unique_edges(t["a"].to_numpy(), t["b"].to_numpy())
     os.makedirs(_p(work, "pairs"), exist_ok=True)
-    pq.write_table(pa.table({"a": a, "b": b}), _p(work, "pairs", f"p{q:05d}.parquet"))
+    pq.write_table(pa.table({"a": a, "b": b}), _p(work, "pairs", f"p{q:05d}.parquet"), **WORK_PARQUET)
     docs = np.unique(np.concatenate([a, b]))
     write_partitioned(pa.table({"doc": docs}), docs >> np.int64(32), lambda s: _p(work, "needed", f"s{s:06d}"), f"p{q:05d}.parquet")
     return {"candidates": int(len(a))}
@@ -186,7 +188,7 @@ def _provide_task(task: dict, params: dict, work: str) -> dict:
     for q, d in need.items():
         sub = prov.take(pa.array(np.searchsorted(docs, d)))
         os.makedirs(_p(work, "provided", f"p{q:05d}"), exist_ok=True)
-        pq.write_table(sub, _p(work, "provided", f"p{q:05d}", f"s{s:06d}.parquet"))
+        pq.write_table(sub, _p(work, "provided", f"p{q:05d}", f"s{s:06d}.parquet"), **WORK_PARQUET)
     return {"docs": int(len(docs))}
 
 
@@ -208,7 +210,7 @@ def _verify_task(task: dict, work: str, mode: str, threshold: float, prefilter: 
         keep &= jac >= threshold
     os.makedirs(_p(work, "edges", "verified"), exist_ok=True)
     pq.write_table(pa.table({"a": a[keep], "b": b[keep], "est": est[keep], "jaccard": jac[keep]}),
-                   _p(work, "edges", "verified", f"p{q:05d}.parquet"))
+                   _p(work, "edges", "verified", f"p{q:05d}.parquet"), **WORK_PARQUET)
     return {"verified": int(keep.sum()), "below_prefilter": int((est < prefilter).sum())}
 
 
