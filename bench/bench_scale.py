@@ -408,16 +408,23 @@ def demo_corpus(size: str, log) -> tuple[Path, dict]:
 
 # ----------------------------------------------------------------------------- 1. the whole pipeline
 
-def bench_pipeline(size: str, timeout: float, log) -> dict:
+def _demo_config(corpus: Path, name: str, run: Path, max_docs_per_class: int | None = None) -> Path:
+    """The corpus's demo.yaml with ``run_dir`` set (and the quality sample cap), written beside it."""
     import yaml
 
+    cfg = yaml.safe_load((corpus / "demo.yaml").read_text())
+    cfg["run_dir"] = str(run)
+    if max_docs_per_class is not None:
+        cfg.setdefault("quality", {}).setdefault("train", {})["max_docs_per_class"] = max_docs_per_class
+    _write_yaml(corpus / name, cfg)
+    return corpus / name
+
+
+def bench_pipeline(size: str, timeout: float, log) -> dict:
     corpus, info = demo_corpus(size, log)
     run = WORK / f"scale-run-{size}"
     shutil.rmtree(run, ignore_errors=True)
-    cfg = yaml.safe_load((corpus / "demo.yaml").read_text())
-    cfg["run_dir"] = str(run)
-    cfg_path = corpus / "scale-all.yaml"
-    _write_yaml(cfg_path, cfg)
+    cfg_path = _demo_config(corpus, "scale-all.yaml", run)
     log(f"pipeline {size}: {cfg_path} ...")
     r = siftmix_run(cfg_path, WORK / f"scale-run-{size}.log", timeout=timeout)
     mon = _pop_monitor(r)
@@ -442,15 +449,11 @@ def _link_tree(src: Path, dst: Path) -> None:
 def bench_isolated(size: str, timeout: float, log) -> dict:
     """The same pipeline, one stage per ``siftmix run --until STAGE`` process (earlier stages are
     skipped as finished): each process's peak RSS is one stage's driver memory (plus Ray's start)."""
-    import yaml
 
     corpus, _ = demo_corpus(size, log)
     run = WORK / f"scale-iso-{size}"
     shutil.rmtree(run, ignore_errors=True)
-    cfg = yaml.safe_load((corpus / "demo.yaml").read_text())
-    cfg["run_dir"] = str(run)
-    cfg_path = corpus / "scale-iso.yaml"
-    _write_yaml(cfg_path, cfg)
+    cfg_path = _demo_config(corpus, "scale-iso.yaml", run)
     out = {}
     for st in STAGE_DIRS:
         r = siftmix_run(cfg_path, WORK / f"scale-iso-{size}-{st}.log", ["--until", st], timeout=timeout)
@@ -469,18 +472,13 @@ def bench_isolated(size: str, timeout: float, log) -> dict:
 def bench_quality_cap(size: str, cap: int, timeout: float, log) -> dict:
     """The quality stage alone with ``quality.train.max_docs_per_class: cap`` (on the isolated
     run's ingest output): with the cap binding at every size, its driver peak should not move."""
-    import yaml
 
     corpus, _ = demo_corpus(size, log)
     run = WORK / f"scale-qcap-{size}"
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
     _link_tree(WORK / f"scale-iso-{size}" / STAGE_DIRS["ingest"], run / STAGE_DIRS["ingest"])
-    cfg = yaml.safe_load((corpus / "demo.yaml").read_text())
-    cfg["run_dir"] = str(run)
-    cfg.setdefault("quality", {}).setdefault("train", {})["max_docs_per_class"] = cap
-    cfg_path = corpus / "scale-qcap.yaml"
-    _write_yaml(cfg_path, cfg)
+    cfg_path = _demo_config(corpus, "scale-qcap.yaml", run, max_docs_per_class=cap)
     r = siftmix_run(cfg_path, WORK / f"scale-qcap-{size}.log", ["--until", "quality"], timeout=timeout)
     _pop_monitor(r)
     ms = manifests(run)
