@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/pip --disable-pip-version-check
 DEMO_SIZE ?= 10MB
 
-.PHONY: install demo test test-fast bench bench-peers bench-scale lint clean chromium
+.PHONY: install demo test test-fast bench bench-peers bench-scale golden lint clean chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ bench: install bench-peers
 SCALE_ARGS ?=
 bench-scale: install
 	$(BIN)/python -m bench.bench_scale $(SCALE_ARGS)
+
+# Behaviour check: sha256 of every output file of the 10 MB demo and a ../shared/data run against
+# tests/golden/baseline.json (recorded before the stage-contract refactor). About 2 minutes.
+golden: install
+	$(BIN)/python tests/golden_check.py check tests/golden/baseline.json
 
 lint: install
 	$(BIN)/ruff check .

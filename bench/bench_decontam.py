@@ -28,7 +28,7 @@ SHARED = ROOT.parent / "shared" / "data"
 
 
 def brute_force(docs: list[str], benches) -> int:
-    from siftmix.contamination.ngrams import is_punct
+    from siftmix.pipeline.core.text import is_punct
 
     grams = set()
     for b in benches:
@@ -63,8 +63,8 @@ def main(argv=None) -> dict:
         training_collisions,
     )
     from siftmix.contamination.benchmarks import load_benchmarks
-    from siftmix.contamination.ngrams import words
-    from siftmix.pipeline.config import DecontamConfig
+    from siftmix.contamination.config import DecontamConfig
+    from siftmix.pipeline.core.text import words
 
     t0 = time.perf_counter()
     benches = load_benchmarks([str(SHARED / "benchmarks")])

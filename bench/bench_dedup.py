@@ -215,7 +215,7 @@ def read_corpus(folder: Path) -> tuple[list[str], list[str]]:
 # ------------------------------------------------------------------------------------- shingling
 def punct_chars() -> str:
     """The characters siftmix's words lose (contamination.ngrams.is_punct), as one string."""
-    from siftmix.contamination.ngrams import is_punct
+    from siftmix.pipeline.core.text import is_punct
 
     return "".join(chr(c) for c in range(0x3012) if is_punct(chr(c)))
 
@@ -266,7 +266,7 @@ print(json.dumps({"run_s": [min(run_s), min(run_c)], "loop_s": [min(loop_s), min
 def siftmix_lsh_params() -> tuple[int, int]:
     """The dedup stage's default (bands, rows) for 0.8 / 128: chosen for recall (candidates are verified)."""
     try:
-        from siftmix.pipeline.config import DedupConfig
+        from siftmix.dedup.config import DedupConfig
 
         return tuple(DedupConfig().lsh_params())
     except (ImportError, AttributeError):

@@ -71,12 +71,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--name", default="ingest", help="result file: bench/results/NAME.json")
     args = ap.parse_args(argv)
 
-    from siftmix.pipeline.config import IngestConfig, RayConfig, config_from_dict
+    from siftmix.pipeline.config import RayConfig, config_from_dict
+    from siftmix.pipeline.core.ray_runner import ray_session
     from siftmix.pipeline.demo import generate, parse_size
-    from siftmix.pipeline.ingest import IngestTask, ingest_file
-    from siftmix.pipeline.ray_runner import ray_session
-    from siftmix.pipeline.readers import source_files
-    from siftmix.pipeline.runner import run_ingest
+    from siftmix.pipeline.ingest.config import IngestConfig
+    from siftmix.pipeline.ingest.normalize import IngestTask
+    from siftmix.pipeline.ingest.readers import source_files
+    from siftmix.pipeline.ingest.stage import ingest_file
+    from siftmix.pipeline.runner import run_stage
 
     corpus = WORK / f"ingest-corpus-{args.size}"
     if not (corpus / "truth.json").exists():
@@ -98,15 +100,14 @@ def main(argv=None) -> dict:
             def pure():
                 shutil.rmtree(work / "pure", ignore_errors=True)
                 for i, (p, rel, f) in enumerate(files):
-                    st = ingest_file(IngestTask(p, rel, f, name, i), src, IngestConfig(min_chars=1), str(work / "pure"))
-                    assert st.fatal is None
+                    ingest_file(IngestTask(p, rel, f, name, i), src, IngestConfig(min_chars=1), str(work / "pure"))
 
             pure_s = best_of(pure, args.repeat)
             stage = {}
-            run_ingest(cfg, force=True, workers=2, log=lambda *_: None, progress=False)  # warm up the workers
+            run_stage("ingest", cfg, force=True, workers=2, log=lambda *_: None, progress=False)  # warm up the workers
             for workers in (1, 2):
                 def staged():
-                    m = run_ingest(cfg, force=True, workers=workers, log=lambda *_: None, progress=False)
+                    m = run_stage("ingest", cfg, force=True, workers=workers, log=lambda *_: None, progress=False)
                     assert m["counts"]["rejected"] == 0
                 stage[workers] = best_of(staged, args.repeat)
             r = {

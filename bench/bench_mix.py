@@ -26,12 +26,13 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
 
     import pyarrow.parquet as pq
+    from siftmix.mixing.stage import _pieces_task
     from siftmix.mixing.tokenizer import get_tokenizer
     from siftmix.pipeline.config import RayConfig, config_from_dict
+    from siftmix.pipeline.core.ray_runner import ray_session
+    from siftmix.pipeline.core.shards import ShardRef, list_shards
     from siftmix.pipeline.demo import generate, parse_size
-    from siftmix.pipeline.ray_runner import ray_session
-    from siftmix.pipeline.runner import _mix_pieces_task, run_ingest, run_mix
-    from siftmix.pipeline.shards import list_shards
+    from siftmix.pipeline.runner import run_stage
 
     corpus = WORK / f"ingest-corpus-{args.size}"
     if not (corpus / "truth.json").exists():
@@ -49,7 +50,7 @@ def main(argv=None) -> dict:
         "mix": {"shard_tokens": 2_000_000, "max_epochs": {"common_crawl": 1, "default": 10}}})
     res: dict = {"size": args.size}
     with ray_session(RayConfig(object_store_memory=500 * 2**20)):
-        m_in = run_ingest(cfg, log=lambda *_: None, progress=False)
+        m_in = run_stage("ingest", cfg, log=lambda *_: None, progress=False)
         shards = list_shards(str(run / "00_ingest" / "data"))
         texts = [t for f in shards for t in pq.read_table(f, columns=["text"])["text"].to_pylist()]
         mb = sum(len(t.encode()) for t in texts) / 1e6
@@ -61,8 +62,9 @@ def main(argv=None) -> dict:
 
         def ours():
             shutil.rmtree(tmp, ignore_errors=True)
-            for f in shards:
-                _mix_pieces_task({"path": f}, cfg.mix.model_dump(), 0, str(tmp))
+            for i, f in enumerate(shards):
+                ref = ShardRef(path=f, name=os.path.basename(f).removesuffix(".parquet"), source="", index=i, size=0)
+                _pieces_task(ref, cfg.mix, 0, str(tmp))
 
         count = best_of(ours, args.repeat)
         res["counting"] = {"documents": len(texts), "text_mb": round(mb, 2), "tokens": n_tokens,
@@ -71,8 +73,8 @@ def main(argv=None) -> dict:
         print("counting", res["counting"], flush=True)
         stage = {}
         for w in (1, 2):
-            stage[w] = best_of(lambda: run_mix(cfg, force=True, workers=w, log=lambda *_: None, progress=False), 2)
-        m = run_mix(cfg, log=lambda *_: None, progress=False)
+            stage[w] = best_of(lambda: run_stage("mix", cfg, force=True, workers=w, log=lambda *_: None, progress=False), 2)
+        m = run_stage("mix", cfg, log=lambda *_: None, progress=False)
         out_mb = sum(os.path.getsize(os.path.join(run, "40_mix", "shards", f)) for f in os.listdir(run / "40_mix" / "shards")) / 1e6
         res["stage"] = {"input_text_mb": round(m_in["counts"]["bytes_kept"] / 1e6, 2), "tokens_out": m["counts"]["tokens"],
                         "output_mb_on_disk": round(out_mb, 2),

@@ -35,8 +35,9 @@ def dclm() -> dict:
     import pyarrow as pa
     from siftmix.filters.quality import QualityModel
     from siftmix.filters.scoring import roc_auc
+    from siftmix.filters.stage import train_quality
     from siftmix.pipeline.config import config_from_dict
-    from siftmix.pipeline.runner import run_ingest, train_quality
+    from siftmix.pipeline.runner import bare_context, run_stage
 
     if not SHARED.is_dir():
         raise SystemExit(f"{SHARED} is absent: the DCLM measurement needs the shared data")
@@ -48,8 +49,8 @@ def dclm() -> dict:
         {"name": "reference", "paths": ref}, {"name": "common_crawl", "paths": cc, "filter": True}],
         "ingest": {"min_chars": 200}, "quality": {"scorer": "both"}})
     t0 = time.time()
-    run_ingest(cfg, log=_quiet, progress=False)
-    ev = train_quality(cfg, str(run / "model"), log=print)
+    run_stage("ingest", cfg, log=_quiet, progress=False)
+    ev = train_quality(bare_context("quality", cfg, log=print), str(run / "model"))
     train_s = time.time() - t0
     rows = [json.loads(line) for line in gzip.open(SHARED / "cc" / "dclm_human_quality_labels.jsonl.gz")]
     y = np.array([r["label"] for r in rows])
@@ -75,10 +76,11 @@ def speed(n_fasttext_mb: str = "60MB", n_embed_docs: int = 400, embedding: bool 
     import pyarrow as pa
     import torch
     from siftmix.filters.quality import load_sentence_model
+    from siftmix.filters.stage import train_quality
     from siftmix.pipeline.config import config_from_dict
+    from siftmix.pipeline.core.shards import read_shards
     from siftmix.pipeline.demo import generate, parse_size
-    from siftmix.pipeline.runner import run_ingest, run_quality, train_quality
-    from siftmix.pipeline.shards import read_shards
+    from siftmix.pipeline.runner import bare_context, run_stage
 
     torch.set_num_threads(1)
     corpus = WORK / f"quality-corpus-{n_fasttext_mb}"
@@ -93,9 +95,9 @@ def speed(n_fasttext_mb: str = "60MB", n_embed_docs: int = 400, embedding: bool 
     cfg = config_from_dict({**base, "run_dir": str(train), "quality": {
         "scorer": "both", "train": {"max_docs_per_class": 2000},
         "embedding": {"reference_docs": 200, "calibration_docs": 100}}})
-    run_ingest(cfg, log=_quiet, progress=False)
+    run_stage("ingest", cfg, log=_quiet, progress=False)
     model_dir = str(train / "model")
-    train_quality(cfg, model_dir, log=_quiet)  # the model only: scoring the corpus with `both` on CPU takes minutes
+    train_quality(bare_context("quality", cfg, log=_quiet), model_dir)  # the model only: scoring the corpus with `both` on CPU takes minutes
     texts = read_shards(str(train / "00_ingest" / "data"))
     cc = texts.filter(pa.compute.equal(texts["source"], "common_crawl"))
     cc_texts = cc["text"].to_pylist()
@@ -112,7 +114,7 @@ def speed(n_fasttext_mb: str = "60MB", n_embed_docs: int = 400, embedding: bool 
     # the same loop as a user's hand-written stage: read each crawl shard, predict, write it back
     # with a score column (the like-for-like baseline of the stage's per-shard work)
     import pyarrow.parquet as pq
-    from siftmix.pipeline.shards import list_shards
+    from siftmix.pipeline.core.shards import list_shards
 
     cc_shards = [f for f in list_shards(str(train / "00_ingest" / "data")) if Path(f).name.startswith("common_crawl")]
     bare_dir = WORK / "quality-speed-bare-io"
@@ -130,11 +132,11 @@ def speed(n_fasttext_mb: str = "60MB", n_embed_docs: int = 400, embedding: bool 
     path = best_of(lambda: [qm.score(arr.slice(i, 1024)) for i in range(0, len(arr), 1024)], 3)
     stage_cfg = config_from_dict({**base, "run_dir": str(WORK / "quality-speed-ft"),
                                   "quality": {"scorer": "fasttext", "model": model_dir}})
-    run_ingest(stage_cfg, log=_quiet, progress=False)
+    run_stage("ingest", stage_cfg, log=_quiet, progress=False)
     walls = []
 
     def staged():
-        m = run_quality(stage_cfg, force=True, workers=1, log=_quiet, progress=False)
+        m = run_stage("quality", stage_cfg, force=True, workers=1, log=_quiet, progress=False)
         walls.append(sum(f["wall_s"] for f in m["files"] if f["source"] == "common_crawl"))
 
     stage = best_of(staged, 3)
@@ -171,8 +173,8 @@ def speed(n_fasttext_mb: str = "60MB", n_embed_docs: int = 400, embedding: bool 
     emb_cfg = config_from_dict({"run_dir": str(WORK / "quality-speed-emb"), "stages": ["ingest", "quality"],
                                 "sources": [{"name": "common_crawl", "paths": [str(small / "cc")], "filter": True}],
                                 "ingest": {"min_chars": 1}, "quality": {"scorer": "embedding", "model": model_dir}})
-    run_ingest(emb_cfg, log=_quiet, progress=False)
-    stage = best_of(lambda: run_quality(emb_cfg, force=True, workers=1, log=_quiet, progress=False), 2)
+    run_stage("ingest", emb_cfg, log=_quiet, progress=False)
+    stage = best_of(lambda: run_stage("quality", emb_cfg, force=True, workers=1, log=_quiet, progress=False), 2)
     out["embedding"] = {"docs": len(sub_texts), "device": "cpu", "threads": 1, "bare_encode_docs_s": round(len(sub_texts) / bare, 2),
                         "stage_docs_s_per_core": round(len(sub_texts) / stage, 2), "overhead": round(stage / bare, 3),
                         "target_overhead": 1.2, "max_seq_length": 256, "batch_size": 64}
@@ -188,7 +190,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--no-embedding-speed", action="store_true", help="keep the last embedding speed figures")
     args = ap.parse_args(argv)
     from siftmix.pipeline.config import RayConfig
-    from siftmix.pipeline.ray_runner import ray_session
+    from siftmix.pipeline.core.ray_runner import ray_session
 
     res = {}
     with ray_session(RayConfig(object_store_memory=500 * 2**20)):

@@ -9,8 +9,8 @@ than ``max_pieces`` pieces (counted before short pieces are dropped) is dropped 
 Benchmark side: an example is dirty if any of its N-grams occurs in the training data, with N
 the 5th percentile of the benchmark's example length in words, clamped to [min_n, 13].
 
-The Ray stage (two passes over the data) is built on these; :mod:`.oracle` is the brute-force
-reference they are tested against.
+The stage (:mod:`.stage`, two passes over the data) is built on these; the brute-force reference
+they are tested against is ``oracle`` in ``tests/test_appendix_c.py``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-
-from .ngrams import Words, ngram_hashes, words
+from siftmix.pipeline.core.text import Words, ngram_hashes, words
 
 TRAIN_N = 13
 FILTER_BITS = 26

@@ -12,6 +12,8 @@ import io
 import json
 import os
 
+from siftmix.pipeline.core import storage
+
 from .appendix_c import Benchmark
 
 DEFAULT_FIELDS = ("text", "context", "passage", "ctx", "question", "query", "goal", "sentence", "premise",
@@ -42,14 +44,10 @@ def example_text(row: dict, fields: list[str] | None) -> str:
 
 
 def _rows(path: str) -> list[dict]:
-    from siftmix.pipeline.readers import open_binary
-
     lower = path.lower()
     if lower.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
-    with open_binary(path) as fh:
+        return storage.read_table(path).to_pylist()
+    with storage.open_decompressed(path) as fh:
         data = fh.read()
     text = data.decode("utf-8")
     if lower.endswith(".csv"):
@@ -97,15 +95,14 @@ def load_benchmark(path: str, name: str | None = None, fields: list[str] | None 
 
 def benchmark_files(paths: list[str]) -> list[str]:
     """Benchmark files named, matched by a glob, or found directly in a named folder."""
-    import glob
 
     files = []
     for p in paths:
-        if glob.has_magic(p):
-            files += sorted(glob.glob(p, recursive=True))
-        elif os.path.isdir(p):
-            files += sorted(os.path.join(p, f) for f in os.listdir(p) if f.lower().endswith(SUFFIXES))
-        elif os.path.exists(p):
+        if storage.has_magic(p):
+            files += storage.glob(p)
+        elif storage.isdir(p):
+            files += [f for f in storage.list_files(p) if f.lower().endswith(SUFFIXES)]
+        elif storage.exists(p):
             files.append(p)
         else:
             raise BenchmarkError(f"benchmark path does not exist: {p}")

@@ -19,10 +19,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from siftmix.pipeline.htmlkit import Series, esc, hbar_chart, page
+from siftmix.pipeline.core import storage
+from siftmix.pipeline.core.htmlkit import Series, esc, hbar_chart, page
+from siftmix.pipeline.core.text import ngram_hashes, words
 
 from .appendix_c import Benchmark, NgramIndex
-from .ngrams import ngram_hashes, words
 
 
 def example_span(text: str, size: int, h: int) -> tuple[list[int], str]:
@@ -127,11 +128,6 @@ def to_html(audit: dict) -> str:
 
 
 def write_reports(audit: dict, folder: str) -> None:
-    import os
-
-    with open(os.path.join(folder, "audit.json"), "w", encoding="utf-8") as fh:
-        json.dump(audit, fh, indent=1, ensure_ascii=False)
-    with open(os.path.join(folder, "audit.md"), "w", encoding="utf-8") as fh:
-        fh.write(to_markdown(audit))
-    with open(os.path.join(folder, "audit.html"), "w", encoding="utf-8") as fh:
-        fh.write(to_html(audit))
+    storage.write_text(storage.join(folder, "audit.json"), json.dumps(audit, indent=1, ensure_ascii=False))
+    storage.write_text(storage.join(folder, "audit.md"), to_markdown(audit))
+    storage.write_text(storage.join(folder, "audit.html"), to_html(audit))

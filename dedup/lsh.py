@@ -11,6 +11,7 @@ import functools
 
 import numba
 import numpy as np
+from siftmix.pipeline.core.hashing import mix64_scalar as _mix64
 
 
 def _fp(threshold: float, b: int, r: int) -> float:
@@ -45,16 +46,6 @@ def collision_probability(jaccard: np.ndarray | float, bands: int, rows: int):
 
 
 @numba.njit(cache=True)
-def _mix64(h):
-    h ^= h >> np.uint64(33)
-    h *= np.uint64(0xFF51AFD7ED558CCD)
-    h ^= h >> np.uint64(33)
-    h *= np.uint64(0xC4CEB9FE1A85EC53)
-    h ^= h >> np.uint64(33)
-    return h
-
-
-@numba.njit(cache=True)
 def _band_keys(sig, bands, rows, salt, out):
     for d in range(sig.shape[0]):
         for j in range(bands):
@@ -75,17 +66,4 @@ def band_keys(sig: np.ndarray, bands: int, rows: int, salt: np.ndarray | None = 
     salt = np.zeros(n, np.uint64) if salt is None else np.asarray(salt, np.uint64)
     out = np.empty((n, bands), np.uint64)
     _band_keys(np.ascontiguousarray(sig), bands, rows, salt, out)
-    return out
-
-
-def mix64(values: np.ndarray) -> np.ndarray:
-    """The same 64-bit finaliser over an array (keys of exact-duplicate buckets)."""
-    return _mix64_vec(np.asarray(values, np.uint64))
-
-
-@numba.njit(cache=True)
-def _mix64_vec(v):
-    out = np.empty_like(v)
-    for i in range(len(v)):
-        out[i] = _mix64(v[i])
     return out

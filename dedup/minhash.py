@@ -21,7 +21,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 import pyarrow as pa
-from siftmix.contamination.ngrams import Words, ngram_hashes, words
+from siftmix.pipeline.core.text import Words, ngram_hashes, words
 
 MERSENNE = np.uint64((1 << 61) - 1)
 MAX32 = np.uint64((1 << 32) - 1)
@@ -93,7 +93,7 @@ def doc_hashes(w: Words) -> np.ndarray:
 
 def shingle_strings(text: str, n: int = 5) -> list[str]:
     """The shingles of one text as strings (the datasketch-compatible family hashes these)."""
-    from siftmix.contamination.ngrams import normalized_words
+    from siftmix.pipeline.core.text import normalized_words
 
     ws = normalized_words(text)
     return [" ".join(ws[i:i + n]) for i in range(len(ws) - n + 1)]
@@ -224,8 +224,3 @@ def batch_signatures(text: pa.Array | list[str], n: int = 5, num_perm: int = 128
         return signatures_from_words(words(text, spans=False), n, num_perm, seed)[0]
     h, d = shingle_hashes(text, n)
     return signatures(h, d, len(text), num_perm, seed, scheme)
-
-
-def estimated_jaccard(s1: np.ndarray, s2: np.ndarray) -> np.ndarray:
-    """Fraction of equal signature positions (row-wise for 2-D inputs)."""
-    return np.mean(s1 == s2, axis=-1)

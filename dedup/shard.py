@@ -10,16 +10,16 @@ candidate pairs; the last pass (:func:`apply_shard`) writes kept and rejected ro
 
 from __future__ import annotations
 
-import os
-from dataclasses import asdict, dataclass
-
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import xxhash
-from siftmix.contamination.ngrams import words
+from siftmix.pipeline.core import storage
+from siftmix.pipeline.core.hashing import mix64
+from siftmix.pipeline.core.shards import rejected_rows
+from siftmix.pipeline.core.text import words
 
-from .lsh import band_keys, mix64
+from .config import DedupConfig
+from .lsh import band_keys
 from .minhash import (
     compat_shingle_hashes,
     doc_hashes,
@@ -32,24 +32,6 @@ from .minhash import (
 BAND_SCHEMA = pa.schema([("key", pa.uint64()), ("band", pa.int16()), ("doc", pa.int64()), ("exact", pa.uint64())])
 META_SCHEMA = pa.schema([("doc", pa.int64()), ("id", pa.string()), ("source", pa.string()),
                          ("score", pa.float32()), ("exact", pa.uint64())])
-
-
-@dataclass(frozen=True)
-class DedupParams:
-    ngram: int = 5
-    num_perm: int = 128
-    seed: int = 1
-    scheme: str = "affine32"
-    hash: str = "fast"  # or "datasketch": sha1_hash32 of each shingle's bytes, as datasketch
-    bands: int = 14
-    rows: int = 9
-    scope: str = "within_source"
-    exact: bool = True
-    fuzzy: bool = True
-    batch_rows: int = 2048
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def doc_numbers(shard: int, first_row: int, n: int) -> np.ndarray:
@@ -65,7 +47,7 @@ def source_salt(sources: pa.Array, scope: str) -> np.ndarray:
     return np.fromiter((table[s] for s in names), np.uint64, count=len(names))
 
 
-def batch_signatures_words(text: pa.Array, w, p: DedupParams) -> tuple[np.ndarray, np.ndarray]:
+def batch_signatures_words(text: pa.Array, w, p: DedupConfig) -> tuple[np.ndarray, np.ndarray]:
     """(signatures, shingles per document) of a batch whose words are already scanned."""
     if p.hash == "datasketch":
         h, d = compat_shingle_hashes(text.to_pylist(), p.ngram)
@@ -76,7 +58,7 @@ def batch_signatures_words(text: pa.Array, w, p: DedupParams) -> tuple[np.ndarra
     return signatures(h, d, w.n_docs, p.num_perm, p.seed, p.scheme), np.bincount(d, minlength=w.n_docs)
 
 
-def sign_table(t: pa.Table, shard: int, first_row: int, p: DedupParams) -> tuple[pa.Table, pa.Table]:
+def sign_table(t: pa.Table, shard: int, first_row: int, p: DedupConfig) -> tuple[pa.Table, pa.Table]:
     """One batch -> (band rows, metadata rows). Exact buckets have band -1 and a key from the
     normalised-text hash; documents with fewer than ``ngram`` words have no shingles and take
     part in exact dedup only."""
@@ -110,11 +92,11 @@ def sign_table(t: pa.Table, shard: int, first_row: int, p: DedupParams) -> tuple
 PROVIDED_SCHEMA = pa.schema([("doc", pa.int64()), ("sig", pa.large_binary()), ("sh", pa.large_binary())])
 
 
-def provide_table(path: str, docs: np.ndarray, p: DedupParams) -> pa.Table:
+def provide_table(path: str, docs: np.ndarray, p: DedupConfig) -> pa.Table:
     """Signatures (as uint32: legacy values are below 2^32 too) and sorted 64-bit shingle sets
     of the given documents (sorted, unique) of one shard, as binary columns."""
     rows = (docs & np.int64(0xFFFFFFFF)).astype(np.int64)
-    text = pq.read_table(path, columns=["text"])["text"].take(pa.array(rows)).combine_chunks()
+    text = storage.read_table(path, columns=["text"])["text"].take(pa.array(rows)).combine_chunks()
     w = words(text, spans=False)
     sig, _ = batch_signatures_words(text, w, p)
     sig = np.ascontiguousarray(sig.astype(np.uint32))
@@ -157,8 +139,6 @@ def apply_table(t: pa.Table, first_row: int, decided_rows: np.ndarray, cluster: 
                 schema: pa.Schema, keep_text: bool) -> tuple[pa.Table, pa.Table]:
     """Mark one batch: rows in a cluster get ``dup_cluster`` (the keeper's id); rows with a
     reason (``exact_duplicate_of:<id>`` / ``duplicate_of:<id>``) go to the rejected table."""
-    from siftmix.pipeline.schema import REJECTED_SCHEMA
-
     n = t.num_rows
     lo, hi = np.searchsorted(decided_rows, [first_row, first_row + n])
     local = decided_rows[lo:hi] - first_row
@@ -171,11 +151,8 @@ def apply_table(t: pa.Table, first_row: int, decided_rows: np.ndarray, cluster: 
     if "dup_cluster" in t.column_names:
         t = t.drop_columns(["dup_cluster"])
     out = t.append_column("dup_cluster", pa.array(cl, pa.string())).select(schema.names).cast(schema)
-    score = t["quality_score"].cast(pa.float32()) if "quality_score" in t.column_names else pa.nulls(n, pa.float32())
-    rej = pa.table({"id": t["id"], "source": t["source"], "reason": pa.array(rs, pa.string()), "score": score,
-                    "text": t["text"] if keep_text else pa.nulls(n, pa.large_string()),
-                    "meta": t["meta"] if "meta" in t.column_names else pa.nulls(n, pa.string())},
-                   schema=REJECTED_SCHEMA).filter(pa.array(rej_mask))
+    score = t["quality_score"].cast(pa.float32()) if "quality_score" in t.column_names else None
+    rej = rejected_rows(t, pa.array(rs, pa.string()), keep_text=keep_text, score=score, mask=pa.array(rej_mask))
     return out.filter(pa.array(~rej_mask)), rej
 
 
@@ -183,32 +160,10 @@ def reason_kind(reason: str) -> str:
     return reason.split(":", 1)[0]
 
 
-def apply_shard(path: str, shard: int, decisions: pa.Table | None, out_dir: str, keep_text: bool,
-                max_bytes: int, batch_rows: int = 4096) -> dict:
-    """Write one shard's kept rows to ``out_dir/data`` and its duplicates to ``out_dir/rejected``
-    (names from the input shard's name, so the output does not depend on the workers)."""
-    from siftmix.pipeline.schema import REJECTED_SCHEMA
-    from siftmix.pipeline.shards import ShardWriter, close_stats, count_batch, file_stats
-
-    pf = pq.ParquetFile(path)
-    schema = dedup_schema(pf.schema_arrow)
-    name = os.path.basename(path).removesuffix(".parquet")
-    data = ShardWriter(os.path.join(out_dir, "data"), name, schema, max_bytes)
-    rej = ShardWriter(os.path.join(out_dir, "rejected"), name, REJECTED_SCHEMA, max_bytes)
-    if decisions is not None and decisions.num_rows:
-        decisions = decisions.sort_by("doc")
-        rows = (decisions["doc"].to_numpy() & np.int64(0xFFFFFFFF)).astype(np.int64)
-        cluster = np.asarray(decisions["cluster"].to_pylist(), object)
-        reason = np.asarray(decisions["reason"].to_pylist(), object)
-    else:
-        rows, cluster, reason = np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0, object)
-    stats = file_stats(path)
-    first = 0
-    for batch in pf.iter_batches(batch_size=batch_rows):
-        t = pa.Table.from_batches([batch])
-        kept, rejected = apply_table(t, first, rows, cluster, reason, schema, keep_text)
-        first += t.num_rows
-        count_batch(stats, t, kept, (reason_kind(r) for r in rejected["reason"].to_pylist()))
-        data.write(kept)
-        rej.write(rejected)
-    return close_stats(stats, data, rej)
+def decision_arrays(decisions: pa.Table | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, cluster ids, reasons) of one shard's decided documents, sorted by row."""
+    if decisions is None or decisions.num_rows == 0:
+        return np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0, object)
+    decisions = decisions.sort_by("doc")
+    rows = (decisions["doc"].to_numpy() & np.int64(0xFFFFFFFF)).astype(np.int64)
+    return rows, np.asarray(decisions["cluster"].to_pylist(), object), np.asarray(decisions["reason"].to_pylist(), object)

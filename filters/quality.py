@@ -11,13 +11,24 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from siftmix.pipeline.core.hashing import hash01
+from siftmix.pipeline.core.schema import DOC_SCHEMA, REJECTED_SCHEMA
+from siftmix.pipeline.core.shards import rejected_rows
 
-from .scoring import HQ, LQ, apply_logistic, binary_report, fit_logistic, hash01, logit, preprocess
+from .scoring import (
+    HQ,
+    LQ,
+    apply_logistic,
+    binary_report,
+    fit_logistic,
+    logit,
+    pareto_keep,
+    preprocess,
+)
 
 MODEL_JSON = "quality_model.json"
 FORMAT_VERSION = 1
@@ -274,8 +285,6 @@ HIST_EDGES = np.linspace(0, 1, 21)
 
 
 def quality_schema():
-    from siftmix.pipeline.schema import DOC_SCHEMA
-
     return DOC_SCHEMA.append(pa.field("quality_score", pa.float32(), nullable=True))
 
 
@@ -286,8 +295,6 @@ def filter_table(table: pa.Table, model: QualityModel | None, cfg, seed: int, fi
     Documents of a source with ``filter: false`` pass through with a null score. Others go
     through the heuristic pre-filters (if enabled), are scored, and are kept iff
     ``pareto(alpha) > 1 - score`` drawn from hash(seed, id) (when ``drop``; else all kept)."""
-    from siftmix.pipeline.schema import REJECTED_SCHEMA
-
     from .heuristics import heuristic_reasons
 
     n = table.num_rows
@@ -306,7 +313,7 @@ def filter_table(table: pa.Table, model: QualityModel | None, cfg, seed: int, fi
         score[todo] = model.score(texts)
         if drop:
             ids = table["id"].take(pa.array(todo)).to_pylist()
-            keep = hash01(seed, "pareto", ids) < np.power(2.0 - score[todo].astype(np.float64), -cfg.pareto_alpha)
+            keep = pareto_keep(score[todo], ids, seed, cfg.pareto_alpha)
             reason[todo[~keep]] = "quality"
     rejected_mask = _is_set(reason)
     scored = ~np.isnan(score)
@@ -314,43 +321,10 @@ def filter_table(table: pa.Table, model: QualityModel | None, cfg, seed: int, fi
     stats["hist_rejected"] += np.histogram(score[scored & rejected_mask], HIST_EDGES)[0]
     score_arr = pa.array(score, pa.float32(), mask=~scored)
     kept = base.append_column("quality_score", score_arr).filter(pa.array(~rejected_mask))
-    rej = pa.table({
-        "id": table["id"], "source": table["source"], "reason": pa.array(reason, pa.string()),
-        "score": score_arr, "text": table["text"] if keep_text else pa.nulls(n, pa.large_string()),
-        "meta": table["meta"],
-    }, schema=REJECTED_SCHEMA).filter(pa.array(rejected_mask))
+    rej = rejected_rows(table, pa.array(reason, pa.string()), keep_text=keep_text, score=score_arr,
+                        mask=pa.array(rejected_mask))
     return kept, rej, stats
 
 
 def _is_set(reasons: np.ndarray) -> np.ndarray:
     return np.fromiter((r is not None for r in reasons), dtype=bool, count=len(reasons))
-
-
-def filter_shard(path: str, out_dir: str, model: QualityModel | None, cfg, seed: int, filtered: bool,
-                 drop: bool = True, keep_text: bool = True, max_bytes: int = 256 * 2**20) -> dict:
-    """Filter one ingest shard into ``out_dir/data/<name>`` and ``out_dir/rejected/<name>``."""
-
-    import pyarrow.parquet as pq
-    from siftmix.pipeline.schema import REJECTED_SCHEMA
-    from siftmix.pipeline.shards import ShardWriter, close_stats, count_batch, file_stats
-
-    name = os.path.basename(path).removesuffix(".parquet")
-    schema = quality_schema()
-    data = ShardWriter(os.path.join(out_dir, "data"), name, schema, max_bytes)
-    rej = ShardWriter(os.path.join(out_dir, "rejected"), name, REJECTED_SCHEMA, max_bytes)
-    pf = pq.ParquetFile(path)
-    stats = file_stats(path, hist_kept=np.zeros(20, np.int64), hist_rejected=np.zeros(20, np.int64))
-    t0 = time.perf_counter()
-    for batch in pf.iter_batches(batch_size=cfg.batch_rows, columns=["id", "source", "text", "url", "meta"]):
-        t = pa.Table.from_batches([batch])
-        kept, rejected, s = filter_table(t, model, cfg, seed, filtered, drop, keep_text)
-        count_batch(stats, t, kept, rejected["reason"].to_pylist())
-        stats["hist_kept"] += s["hist_kept"]
-        stats["hist_rejected"] += s["hist_rejected"]
-        data.write(kept)
-        rej.write(rejected)
-    close_stats(stats, data, rej)
-    stats["wall_s"] = round(time.perf_counter() - t0, 4)
-    stats["hist_kept"] = stats["hist_kept"].tolist()
-    stats["hist_rejected"] = stats["hist_rejected"].tolist()
-    return stats

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import xxhash
+from siftmix.pipeline.core.hashing import hash01
 
 HQ, LQ = "__label__hq", "__label__lq"
 
@@ -42,15 +42,6 @@ def _bytes_to_space(arr: pa.Array, codes: tuple[int, ...]) -> pa.Array:
 
 
 # --------------------------------------------------------------------------- hashing
-
-def hash01(seed: int, salt: str, ids) -> np.ndarray:
-    """Uniform [0, 1) from xxh64(seed, salt, id): the randomness of every per-document decision
-    (never a global RNG, never worker order)."""
-    prefix = f"{seed}\x00{salt}\x00".encode()
-    h = np.fromiter((xxhash.xxh64_intdigest(prefix + i.encode()) for i in ids), dtype=np.uint64,
-                    count=len(ids))
-    return (h >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
-
 
 def pareto_keep_probability(score: np.ndarray, alpha: float = 9.0) -> np.ndarray:
     """P(numpy.random.pareto(alpha) > 1 - score) = (2 - score) ** -alpha (NumPy's pareto is Lomax)."""

@@ -1,7 +1,7 @@
 """Mixing: token-weighted mixture with per-source epochs, deterministic sampling and shuffling.
 
-Pure functions over Arrow tables and small dicts; ``siftmix.pipeline.runner.run_mix`` runs them
-through Ray in three passes (count, sample + partition by shuffle key, sort + write shards).
+Pure functions over Arrow tables and small dicts; :mod:`.stage` runs them through Ray in three
+passes (count, sample + partition by shuffle key, sort + write shards).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import xxhash
-from siftmix.filters.scoring import hash01
+from siftmix.pipeline.core.hashing import hash01
 
 N_BUCKETS = 1 << 16  # hash01 buckets of the threshold search (bounded driver memory)
 
@@ -231,7 +231,3 @@ def table_2_2(plans: list[SourcePlan], realized: dict[str, dict]) -> str:
         lines.append(f"{p.source:<16}{p.available_tokens:>18,}{p.weight:>14.1%}{r['tokens'] / total:>16.2%}"
                      f"{(r['tokens'] / p.available_tokens if p.available_tokens else 0):>9.2f}{r['tokens']:>15,}")
     return "\n".join(lines)
-
-
-def realized_from_counts(tokens: dict[str, int], docs: dict[str, int]) -> dict[str, dict]:
-    return {s: {"tokens": int(tokens.get(s, 0)), "documents": int(docs.get(s, 0))} for s in sorted(set(tokens) | set(docs))}

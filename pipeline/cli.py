@@ -1,5 +1,10 @@
 """The ``siftmix`` command line.
 
+``run``, ``validate``, ``report``, ``demo-data``, and one command per registered stage: stages
+with options of their own (``ingest --input``, ``quality train|filter|score``, ``audit``) are
+written here; every other stage gets ``siftmix <stage> CONFIG`` from the registry
+(:func:`add_stage_commands`), its help from ``Stage.help``.
+
 Exit codes: 0 ok, 1 failure (a stage could not finish), 2 usage (bad arguments or config).
 """
 
@@ -14,7 +19,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from .config import FORMATS, STAGE_ORDER, ConfigError, config_from_dict, load_config
+from . import registry
+from .config import FORMATS, config_from_dict, load_config
+from .core.errors import SiftmixError
 
 app = typer.Typer(
     name="siftmix",
@@ -54,16 +61,10 @@ def guarded(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from .ray_runner import TaskError
-        from .readers import InputError
-        from .runner import StageError
-
         try:
             return fn(*args, **kwargs)
-        except ConfigError as e:
-            _fail(str(e), 2)
-        except (StageError, InputError, TaskError) as e:
-            _fail(str(e), 1)
+        except SiftmixError as e:
+            _fail(str(e), e.exit_code)
         except PermissionError as e:
             _fail(f"permission denied: {e.filename or e}", 1)
         except OSError as e:
@@ -91,7 +92,7 @@ def run(
 
         siftmix run configs/gpt3.yaml --address ray://head:10001
 
-        ray job submit --working-dir . -- siftmix run configs/gpt3.yaml
+        ray job submit -- siftmix run "$PWD/configs/gpt3.yaml"
     """
     from .runner import run_pipeline
 
@@ -128,8 +129,8 @@ def ingest(
 
         siftmix ingest -i books/ --source books1 --format txt -o out/books
     """
-    from .ray_runner import ray_session
-    from .runner import run_ingest
+    from .core.ray_runner import ray_session
+    from .runner import run_stage
 
     if (config is None) == (not inputs):
         _fail("give either a CONFIG file or --input (and --out)", 2)
@@ -145,7 +146,7 @@ def ingest(
     if min_chars is not None:
         cfg.ingest.min_chars = min_chars
     with ray_session(cfg.ray, address=address, log=_log):
-        m = run_ingest(cfg, force=force, workers=workers, console=err_console, log=_log, out_dir=out_dir)
+        m = run_stage("ingest", cfg, force=force, workers=workers, console=err_console, log=_log, out_dir=out_dir)
     print(out_dir or os.path.join(cfg.run_dir, "00_ingest"))
     return m
 
@@ -192,27 +193,29 @@ def quality_train(
 
         siftmix quality train configs/gpt3.yaml --scorer both -o models/gpt3-quality
     """
-    from .ray_runner import ray_session
-    from .runner import run_ingest, train_quality
+    from siftmix.filters.stage import train_quality
+
+    from .core.ray_runner import ray_session
+    from .runner import bare_context, run_through
 
     cfg = _quality_cfg(config, None, scorer)
     out_dir = str((out or Path(cfg.run_dir) / "quality-model").absolute())
     with ray_session(cfg.ray, address=address, log=_log):
-        run_ingest(cfg, workers=workers, console=err_console, log=_log)
-        train_quality(cfg, out_dir, workers=workers, log=_log)
+        run_through(cfg, "ingest", workers=workers, console=err_console, log=_log)
+        train_quality(bare_context("quality", cfg, workers=workers, log=_log), out_dir)
     print(out_dir)
 
 
 def _quality_run(config: Path, model: Path | None, scorer: str | None, force: bool, address: str | None,
                  workers: int | None, drop: bool) -> None:
-    from .ray_runner import ray_session
-    from .runner import run_ingest, run_quality, stage_dir
+    from .core.ray_runner import ray_session
+    from .runner import run_through, stage_dir
 
     cfg = _quality_cfg(config, model, scorer)
+    stage = "quality" if drop else "quality_score"
     with ray_session(cfg.ray, address=address, log=_log):
-        run_ingest(cfg, workers=workers, console=err_console, log=_log)
-        run_quality(cfg, force=force, workers=workers, console=err_console, log=_log, drop=drop)
-    print(stage_dir(cfg, "quality") + ("" if drop else "_scored"))
+        run_through(cfg, stage, force=force, workers=workers, console=err_console, log=_log)
+    print(stage_dir(cfg, stage))
 
 
 @quality_app.command("filter")
@@ -260,101 +263,42 @@ def quality_score(
     _quality_run(config, model, scorer, force, address, workers, drop=False)
 
 
-@app.command()
-@guarded
-def mix(
-    config: ConfigArg,
-    force: ForceOpt = False,
-    address: AddressOpt = None,
-    workers: WorkersOpt = None,
-):
-    """Mix the output of the previous stage into training shards by token weights (GPT-3 Table 2.2).
-
-    Counts GPT-2 tokens, plans epochs per source (printed and written to plan.json before any
-    data moves), samples deterministically, shuffles across sources and writes
-    RUN_DIR/40_mix/shards/*.parquet (+ .bin token ids and .idx.npy offsets).
-
-    Examples:
-
-        siftmix mix configs/demo.yaml
-
-        siftmix mix configs/gpt3.yaml --workers 64
-    """
-    from .ray_runner import ray_session
-    from .runner import STAGE_RUNNERS, stage_dir
-
-    cfg = load_config(config)
-    if "mix" not in cfg.stages:
-        cfg.stages = [*cfg.stages, "mix"]
-    with ray_session(cfg.ray, address=address, log=_log):
-        for stage in cfg.stages:
-            if stage == "mix":
-                break
-            STAGE_RUNNERS[stage](cfg, workers=workers, console=err_console, log=_log)  # skipped if finished
-        STAGE_RUNNERS["mix"](cfg, force=force, workers=workers, console=err_console, log=_log)
-    print(stage_dir(cfg, "mix"))
+def _with_stage(cfg, stage: str, where):
+    """``cfg`` with ``stage`` in its stages (checked again: a missing section is exit 2)."""
+    if stage in cfg.stages:
+        return cfg
+    data = cfg.model_dump()
+    data["stages"] = [*cfg.stages, stage]
+    return config_from_dict(data, where=str(where))
 
 
-def _run_until(cfg, stage: str, force: bool, address: str | None, workers: int | None, **kw):
-    from .ray_runner import ray_session
-    from .runner import STAGE_RUNNERS, previous_stage
+def _stage_command(name: str):
+    """``siftmix <stage> CONFIG``: the configured stages before it (skipped where finished), then it."""
 
-    with ray_session(cfg.ray, address=address, log=_log):
-        prev = previous_stage(cfg, stage)
-        for st in cfg.stages[: cfg.stages.index(prev) + 1]:
-            STAGE_RUNNERS[st](cfg, workers=workers, console=err_console, log=_log)  # skipped if finished
-        return STAGE_RUNNERS[stage](cfg, force=force, workers=workers, console=err_console, log=_log, **kw)
+    def command(config: ConfigArg, force: ForceOpt = False, address: AddressOpt = None, workers: WorkersOpt = None):
+        from .core.ray_runner import ray_session
+        from .runner import run_through, stage_dir
 
+        cfg = _with_stage(load_config(config), name, config)
+        with ray_session(cfg.ray, address=address, log=_log):
+            run_through(cfg, name, force=force, workers=workers, console=err_console, log=_log)
+        print(stage_dir(cfg, name))
 
-@app.command()
-@guarded
-def dedup(config: ConfigArg, force: ForceOpt = False, address: AddressOpt = None, workers: WorkersOpt = None):
-    """Remove exact and near-duplicate documents (MinHash LSH, GPT-3 appendix A).
-
-    Exact duplicates (equal text after lowercasing and removing punctuation) collapse first; then
-    documents whose 5-word shingle sets have Jaccard >= dedup.threshold (0.8) are found by MinHash
-    LSH, each candidate checked exactly, and grouped into clusters. One keeper per cluster: source
-    priority, then quality score, then smallest id. Within each source by default
-    (dedup.scope: cross_source for all together). Writes RUN_DIR/20_dedup (data, rejected with
-    duplicate_of:<id>, clusters).
-
-    Examples:
-
-        siftmix dedup configs/demo.yaml
-
-        siftmix dedup configs/gpt3.yaml --workers 32 --force
-    """
-    from .runner import stage_dir
-
-    cfg = load_config(config)
-    if "dedup" not in cfg.stages:
-        cfg.stages = [s for s in STAGE_ORDER if s in [*cfg.stages, "dedup"]]
-    _run_until(cfg, "dedup", force, address, workers)
-    print(stage_dir(cfg, "dedup"))
+    command.__name__ = name
+    command.__doc__ = registry.get(name).help
+    return guarded(command)
 
 
-@app.command()
-@guarded
-def decontam(config: ConfigArg, force: ForceOpt = False, address: AddressOpt = None, workers: WorkersOpt = None):
-    """Remove benchmark contamination from the training data (GPT-3 appendix C) and report it.
+#: stages whose commands are written above (options of their own)
+CUSTOM_COMMANDS = {"ingest", "quality", "quality_score", "audit"}
 
-    Every 13-gram shared with a benchmark is cut out with 200 characters on each side; 13-grams in
-    more than 10 documents are ignored as boilerplate. Writes RUN_DIR/30_decontam (data, rejected,
-    audit.json, audit.md, audit.html).
 
-    Examples:
-
-        siftmix decontam configs/demo.yaml
-
-        siftmix decontam configs/gpt3.yaml --workers 32
-    """
-    from .runner import stage_dir
-
-    cfg = load_config(config)
-    if "decontam" not in cfg.stages:
-        _fail(f"config error in {config}: decontam.benchmarks is empty (which benchmarks to check?)", 2)
-    _run_until(cfg, "decontam", force, address, workers)
-    print(stage_dir(cfg, "decontam"))
+def add_stage_commands() -> None:
+    """One ``siftmix <stage> CONFIG`` per registered stage without a command yet (idempotent)."""
+    have = {c.name or c.callback.__name__ for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    for st in registry.STAGES:
+        if st.name not in have and st.name not in CUSTOM_COMMANDS:
+            app.command(st.name)(_stage_command(st.name))
 
 
 @app.command()
@@ -390,10 +334,13 @@ def audit(
                                 "sources": [{"name": "dataset", "paths": inputs}],
                                 "ingest": {"min_chars": 1}, "decontam": {"benchmarks": benchmarks}},
                                base_dir=os.getcwd(), where="command line")
-    if "decontam" not in cfg.stages:
-        cfg.stages = [s for s in STAGE_ORDER if s in [*cfg.stages, "decontam"]]
-    _run_until(cfg, "decontam", force, address, workers, audit_only=True)
-    print(os.path.join(cfg.run_dir, "30_audit", "audit.html"))
+    from .core.ray_runner import ray_session
+    from .runner import run_through, stage_dir
+
+    cfg = _with_stage(cfg, "decontam", config or "command line")
+    with ray_session(cfg.ray, address=address, log=_log):
+        run_through(cfg, "audit", force=force, workers=workers, console=err_console, log=_log)
+    print(os.path.join(stage_dir(cfg, "audit"), "audit.html"))
 
 
 @app.command("demo-data")
@@ -454,7 +401,11 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run folder (run_dir o
     print(build_report(run_dir))
 
 
+add_stage_commands()
+
+
 def main() -> None:
+    add_stage_commands()  # stages registered after import (plugins)
     try:
         app()
     except SystemExit as e:  # click exits 2 on usage errors already

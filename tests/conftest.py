@@ -26,7 +26,7 @@ def ray_local():
     """One local Ray for the whole test session (ray.init costs 6-8 s)."""
     import ray
     from siftmix.pipeline.config import RayConfig
-    from siftmix.pipeline.ray_runner import ray_session
+    from siftmix.pipeline.core.ray_runner import ray_session
 
     with ray_session(RayConfig(num_cpus=2, object_store_memory=400 * 2**20)):
         yield ray

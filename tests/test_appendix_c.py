@@ -16,7 +16,7 @@ from siftmix.contamination.appendix_c import (
     doc_counts,
     training_collisions,
 )
-from siftmix.contamination.ngrams import is_punct, normalized_words, words
+from siftmix.pipeline.core.text import is_punct, normalized_words, words
 
 # --------------------------------------------------------------------------- the oracle
 

@@ -14,7 +14,7 @@ from siftmix.contamination.appendix_c import (
     training_collisions,
 )
 from siftmix.contamination.benchmarks import BenchmarkError, load_benchmark, load_benchmarks
-from siftmix.contamination.ngrams import words
+from siftmix.pipeline.core.text import words
 
 
 def test_loaders_formats_and_errors(tmp_path):

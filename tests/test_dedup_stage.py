@@ -17,8 +17,8 @@ import pytest
 from conftest import demo_sources, parquet_bytes, run_cli
 from siftmix.dedup.minhash import shingle_strings
 from siftmix.pipeline.config import config_from_dict
-from siftmix.pipeline.runner import run_dedup, run_ingest
-from siftmix.pipeline.shards import read_shards
+from siftmix.pipeline.core.shards import read_shards
+from siftmix.pipeline.runner import run_stage
 
 pytestmark = pytest.mark.integration
 
@@ -54,8 +54,8 @@ def _jaccard(a: set, b: set) -> float:
 def demo_run(ray_local, demo_corpus, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("dedup") / "run"
     cfg = _cfg(run_dir, demo_sources(demo_corpus))
-    run_ingest(cfg, log=_quiet, progress=False)
-    m = run_dedup(cfg, log=_quiet, progress=False)
+    run_stage("ingest", cfg, log=_quiet, progress=False)
+    m = run_stage("dedup", cfg, log=_quiet, progress=False)
     return cfg, m, run_dir
 
 
@@ -140,7 +140,7 @@ def test_deterministic_with_1_and_2_workers_and_both_component_paths(demo_run, d
         other = tmp_path / f"w{workers}-{len(dedup)}"
         _copy_ingest(run_dir, other)
         c = _cfg(other, demo_sources(demo_corpus), **dedup)
-        m2 = run_dedup(c, workers=workers, log=_quiet, progress=False)
+        m2 = run_stage("dedup", c, workers=workers, log=_quiet, progress=False)
         assert parquet_bytes(other / "20_dedup") == want, (workers, dedup)
         if dedup:
             assert m2["components"]["method"] == "large_star_small_star"
@@ -151,7 +151,7 @@ def test_distributed_components_equal_scipy(ray_local, tmp_path):
     (many rounds) and random components, against scipy in one process."""
     import pyarrow as pa
     from siftmix.dedup.cluster import components_min_label
-    from siftmix.pipeline.dedup_stage import connected_components
+    from siftmix.dedup.stage import connected_components
 
     rng = np.random.default_rng(3)
     shard = rng.integers(0, 3, 3000).astype(np.int64) << 32
@@ -167,7 +167,12 @@ def test_distributed_components_equal_scipy(ray_local, tmp_path):
     for k in range(3):
         files.append(str(work / "edges" / f"e{k}.parquet"))
         pq.write_table(pa.table({"a": a[k::3], "b": b[k::3]}), files[-1])
-    r = connected_components(str(work), files, len(a), 5, 0, 2, _quiet)
+    from siftmix.pipeline.core.ray_runner import map_tasks
+
+    def mapper(fn, tasks, fn_kwargs):
+        return map_tasks(fn, tasks, workers=2, fn_kwargs=fn_kwargs)
+
+    r = connected_components(mapper, str(work), files, len(a), 5, 0, _quiet)
     assert r["method"] == "large_star_small_star" and r["rounds"] >= 3
     t = [read_shards(str(d)) for d in sorted((work / "members").iterdir())]
     got = {d: root for x in t for d, root in zip(x["doc"].to_pylist(), x["root"].to_pylist())}
@@ -180,7 +185,7 @@ def test_cross_source_removes_webtext_copies_from_the_crawl(demo_run, demo_corpu
     other = tmp_path / "cross"
     _copy_ingest(run_dir, other)
     c = _cfg(other, demo_sources(demo_corpus), scope="cross_source")
-    run_dedup(c, log=_quiet, progress=False)
+    run_stage("dedup", c, log=_quiet, progress=False)
     truth = json.loads((demo_corpus / "truth.json").read_text())
     rej = read_shards(str(other / "20_dedup" / "rejected"))
     reason = dict(zip(rej["id"].to_pylist(), rej["reason"].to_pylist()))
@@ -225,8 +230,8 @@ def test_real_near_duplicate_sets_are_found(ray_local, shared_data, tmp_path):
     _jsonl(tmp_path / "in" / "bbc.jsonl.gz", [{"id": d["id"], "text": d["text"]} for d in bbc])
     cfg = config_from_dict({"run_dir": str(tmp_path / "run"), "stages": ["ingest", "dedup"],
                             "sources": [{"name": "real", "paths": [str(tmp_path / "in")]}], "ingest": {"min_chars": 1}})
-    run_ingest(cfg, log=_quiet, progress=False)
-    run_dedup(cfg, log=_quiet, progress=False)
+    run_stage("ingest", cfg, log=_quiet, progress=False)
+    run_stage("dedup", cfg, log=_quiet, progress=False)
     label = {i: k for k, v in _clusters(tmp_path / "run" / "20_dedup").items() for i in v}
     assert need <= set(docs)
     for p in pairs:
@@ -297,8 +302,8 @@ def test_real_corpus_with_planted_edits_precision_and_recall(ray_local, shared_d
         _jsonl(tmp_path / "in" / f"part{k}.jsonl.gz", [{"id": f"d{i:05d}", "text": docs[i]} for i in range(k, len(docs), 4)])
     cfg = config_from_dict({"run_dir": str(tmp_path / "run"), "stages": ["ingest", "dedup"],
                             "sources": [{"name": "real", "paths": [str(tmp_path / "in")]}], "ingest": {"min_chars": 1}})
-    run_ingest(cfg, log=_quiet, progress=False)
-    m = run_dedup(cfg, log=_quiet, progress=False)
+    run_stage("ingest", cfg, log=_quiet, progress=False)
+    m = run_stage("dedup", cfg, log=_quiet, progress=False)
     assert m["counts"]["in"] == len(docs)
     sets = [set(shingle_strings(t)) for t in docs]
     truth = exact_pairs_at_least(sets, 0.8)
@@ -352,8 +357,8 @@ def test_stage_recall_by_band_and_no_low_pair_joined(ray_local, tmp_path):
     _jsonl(tmp_path / "in" / "planted.jsonl.gz", [{"id": f"d{i:05d}", "text": t} for i, t in enumerate(docs)])
     cfg = config_from_dict({"run_dir": str(tmp_path / "run"), "stages": ["ingest", "dedup"],
                             "sources": [{"name": "planted", "paths": [str(tmp_path / "in")]}], "ingest": {"min_chars": 1}})
-    run_ingest(cfg, log=_quiet, progress=False)
-    m = run_dedup(cfg, log=_quiet, progress=False)
+    run_stage("ingest", cfg, log=_quiet, progress=False)
+    m = run_stage("dedup", cfg, log=_quiet, progress=False)
     label = {int(i[1:]): k for k, v in _clusters(tmp_path / "run" / "20_dedup").items() for i in v}
     sh = [set(shingle_strings(d)) for d in docs]
     families = [[i] + [300 + 4 * i + k for k in range(4)] for i in range(300)]

@@ -8,12 +8,10 @@ import pyarrow as pa
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from siftmix.contamination.ngrams import words
+from oracles import choose_keeper, components
 from siftmix.dedup.cluster import (
     bucket_candidates,
-    choose_keeper,
     choose_keepers,
-    components,
     components_min_label,
     large_star,
     small_star,
@@ -21,8 +19,10 @@ from siftmix.dedup.cluster import (
     unique_edges,
     verify_pairs,
 )
+from siftmix.dedup.config import DedupConfig
 from siftmix.dedup.minhash import batch_signatures, doc_hashes, shingle_sets, shingle_strings
-from siftmix.dedup.shard import DedupParams, sign_table
+from siftmix.dedup.shard import sign_table
+from siftmix.pipeline.core.text import words
 
 
 def _brute_candidates(key, band, doc, exact, max_bucket, pivots=8):
@@ -150,7 +150,7 @@ def test_doc_hashes_normalise_case_punctuation_spacing():
 def test_sign_table_rows_and_scope():
     t = pa.table({"id": ["a", "b", "c"], "source": ["s1", "s2", "s1"],
                   "text": ["one two three four five six seven", "one two three four five six seven", "tiny"]})
-    p = DedupParams(bands=4, rows=3, num_perm=16)
+    p = DedupConfig(bands=4, rows=3, num_perm=16)
     bands, meta = sign_table(t, 3, 10, p)
     assert meta["doc"].to_pylist() == [(3 << 32) | 10, (3 << 32) | 11, (3 << 32) | 12]
     # 3 exact rows + 4 band rows for each document with shingles ("tiny" has none)
@@ -160,7 +160,7 @@ def test_sign_table_rows_and_scope():
     doc = bands["doc"].to_numpy() & 0xFFFFFFFF
     # within_source: identical texts of different sources never share a key
     assert not set(key[doc == 10]) & set(key[doc == 11])
-    bands, _ = sign_table(t, 3, 10, DedupParams(bands=4, rows=3, num_perm=16, scope="cross_source"))
+    bands, _ = sign_table(t, 3, 10, DedupConfig(bands=4, rows=3, num_perm=16, scope="cross_source"))
     key, doc = bands["key"].to_numpy(), bands["doc"].to_numpy() & 0xFFFFFFFF
     assert set(key[doc == 10]) == set(key[doc == 11])
     assert (band[band >= 0] < 4).all()
@@ -193,7 +193,7 @@ def test_fused_signatures_equal_materialised_shingles(texts, n):
 
 @given(st.lists(st.text(alphabet="aZ b,.\\n\u0130É", max_size=40), max_size=8))
 def test_words_without_spans_and_ascii_fast_path_equal_the_full_scan(texts):
-    from siftmix.contamination.ngrams import normalized_words, word_hash
+    from siftmix.pipeline.core.text import normalized_words, word_hash
 
     full, fast = words(texts), words(texts, spans=False)
     assert (full.hash == fast.hash).all() and (full.doc == fast.doc).all() and len(fast.start) == 0
@@ -204,7 +204,7 @@ def test_words_without_spans_and_ascii_fast_path_equal_the_full_scan(texts):
 
 def test_lowercase_keeps_character_offsets():
     import pyarrow.compute as pc
-    from siftmix.contamination.ngrams import lowercase
+    from siftmix.pipeline.core.text import lowercase
 
     # every code point of the BMP but surrogates, and the astral planes' letters Arrow knows
     cps = [c for c in range(1, 0x30000) if not 0xD800 <= c <= 0xDFFF]

@@ -17,8 +17,8 @@ import psutil
 import pytest
 from conftest import SIFTMIX, assert_same_run, demo_sources, parquet_bytes, write_demo_config
 from siftmix.pipeline.config import config_from_dict
-from siftmix.pipeline.ray_runner import TaskError, map_actors, map_tasks
-from siftmix.pipeline.runner import run_ingest, run_pipeline, run_quality
+from siftmix.pipeline.core.ray_runner import TaskError, map_actors, map_tasks
+from siftmix.pipeline.runner import run_pipeline, run_stage
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +41,7 @@ def _forum(folder: Path, n_files: int = 120, n_docs: int = 40) -> Path:
 class WorkerKiller(threading.Thread):
     """For each (process title, stage folder) in turn: once the stage is running (its temp folder
     exists, its manifest does not), kill -9 a Ray worker of this process's Ray whose title says it
-    is executing that task (``ray::_call`` for a task, ``ray::_QualityActor.process`` for an
+    is executing that task (``ray::_call`` for a task, ``ray::_ShardActor.process`` for an
     actor method)."""
 
     def __init__(self, run_dir: Path, targets: list[tuple[str, str]]):
@@ -81,19 +81,19 @@ def test_ray_workers_killed_mid_stage_retried_output_identical(ray_local, demo_c
                                  "sources": [*demo_sources(demo_corpus), {"name": "forum", "paths": [str(forum)], "filter": True}]})
 
     clean = cfg("clean")
-    run_ingest(clean, log=_quiet, progress=False)
-    run_quality(clean, log=_quiet, progress=False)
+    run_stage("ingest", clean, log=_quiet, progress=False)
+    run_stage("quality", clean, log=_quiet, progress=False)
 
     faulty = cfg("faulty")
-    killer = WorkerKiller(tmp_path / "faulty", [("ray::_call", "00_ingest"), ("ray::_QualityActor.process", "10_quality")])
+    killer = WorkerKiller(tmp_path / "faulty", [("ray::_call", "00_ingest"), ("ray::_ShardActor.process", "10_quality")])
     killer.start()
     try:
-        m_ingest = run_ingest(faulty, log=_quiet, progress=False)   # a task's worker dies: the task is retried
-        m_quality = run_quality(faulty, log=_quiet, progress=False)  # an actor dies: restarted, its call retried
+        m_ingest = run_stage("ingest", faulty, log=_quiet, progress=False)   # a task's worker dies: the task is retried
+        m_quality = run_stage("quality", faulty, log=_quiet, progress=False)  # an actor dies: restarted, its call retried
     finally:
         killer.done.set()
         killer.join(timeout=10)
-    assert [t for t, _ in killer.killed] == ["ray::_call", "ray::_QualityActor.process"], "a stage ended before its kill"
+    assert [t for t, _ in killer.killed] == ["ray::_call", "ray::_ShardActor.process"], "a stage ended before its kill"
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for _, pid in killer.killed)
 
     for stage in ("00_ingest", "10_quality"):
@@ -208,8 +208,8 @@ def test_run_dir_under_a_file_is_one_line(tmp_path):
 
 def test_disk_full_at_the_manifest_is_one_line_and_leaves_nothing_finished(ray_local, tmp_path, monkeypatch):
     """ENOSPC where the driver writes the manifest (any user; in-process, through the CLI)."""
-    from siftmix.pipeline import stage as stage_mod
     from siftmix.pipeline.cli import app
+    from siftmix.pipeline.core import storage as stage_mod
     from typer.testing import CliRunner
 
     class FullDisk:

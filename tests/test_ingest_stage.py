@@ -10,8 +10,9 @@ import pytest
 from badinput import EXPECTED_REJECTS, expected_kept, make_bad_inputs
 from conftest import demo_sources, parquet_bytes, run_cli
 from siftmix.pipeline.config import config_from_dict
-from siftmix.pipeline.runner import StageError, run_ingest
-from siftmix.pipeline.shards import read_shards
+from siftmix.pipeline.core.errors import StageError
+from siftmix.pipeline.core.shards import read_shards
+from siftmix.pipeline.runner import run_stage
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +45,7 @@ def test_real_common_crawl_files(ray_local, shared_data, tmp_path):
                           {"name": "cc_wet", "paths": [str(wet)], "format": "wet"}], min_chars=1)
     runs = []
     for _attempt in range(2):
-        m = run_ingest(cfg, force=True, log=_quiet)
+        m = run_stage("ingest", cfg, force=True, log=_quiet)
         c = m["counts"]
         assert c["by_source"]["cc_warc"]["in"] == n_resp
         assert c["by_source"]["cc_wet"]["in"] == n_conv
@@ -67,14 +68,14 @@ def test_real_jsonl_reference_files(ray_local, shared_data, tmp_path):
     files = [shared_data / "reference" / "news_lee_abc.jsonl.gz", shared_data / "reference" / "wikipedia_enwiki_dump_excerpt.jsonl.gz"]
     lines = sum(sum(1 for _ in gzip.open(f)) for f in files)
     cfg = _cfg(tmp_path, [{"name": "ref", "paths": [str(f) for f in files]}], min_chars=1)
-    c = run_ingest(cfg, log=_quiet)["counts"]
+    c = run_stage("ingest", cfg, log=_quiet)["counts"]
     assert c["in"] == lines and c["kept"] == lines and c["rejected"] == 0
 
 
 def test_bad_input_folder_through_ray(ray_local, tmp_path):
     folder = make_bad_inputs(tmp_path / "bad")
     cfg = _cfg(tmp_path, [{"name": "web", "paths": [str(folder)]}])
-    m = run_ingest(cfg, log=_quiet)
+    m = run_stage("ingest", cfg, log=_quiet)
     c = m["counts"]
     assert c["rejected_by_reason"] == EXPECTED_REJECTS
     assert c["kept"] == expected_kept(folder)
@@ -95,7 +96,7 @@ def test_unreadable_file_stops_with_one_line(ray_local, tmp_path):
     pq.write_table(pa.table({"body": ["x"]}), tmp_path / "in" / "no_text.parquet")
     cfg = _cfg(tmp_path, [{"name": "p", "paths": [str(tmp_path / "in")]}])
     with pytest.raises(StageError) as e:
-        run_ingest(cfg, log=_quiet)
+        run_stage("ingest", cfg, log=_quiet)
     assert "no_text.parquet" in str(e.value) and "no column 'text'" in str(e.value) and "\n" not in str(e.value)
     assert not (Path(cfg.run_dir) / "00_ingest").exists()  # nothing that looks finished
 
@@ -106,7 +107,7 @@ def test_deterministic_with_1_and_2_workers(ray_local, demo_corpus, tmp_path):
         cfg = config_from_dict(
             {"run_dir": str(tmp_path / f"run{len(outs)}"), "stages": ["ingest"], "sources": demo_sources(demo_corpus),
              "ingest": {"batch_rows": 64, "shard_max_bytes": 300_000}})
-        m = run_ingest(cfg, workers=workers, log=_quiet)
+        m = run_stage("ingest", cfg, workers=workers, log=_quiet)
         assert m["counts"]["in"] == m["counts"]["kept"] + m["counts"]["rejected"]
         outs.append(parquet_bytes(Path(cfg.run_dir) / "00_ingest"))
     assert len(outs[0]) > 10  # several shards, several row groups

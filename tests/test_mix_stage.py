@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import demo_sources, run_cli
 from siftmix.pipeline.config import config_from_dict
-from siftmix.pipeline.runner import StageError, run_ingest, run_mix, run_quality
+from siftmix.pipeline.core.errors import StageError
+from siftmix.pipeline.runner import run_stage
 
 pytestmark = pytest.mark.integration
 
@@ -37,9 +38,9 @@ def _check_shares(m, tol_pp=0.5):
 
 def test_full_demo_pipeline_shares_and_tokenized_shards(ray_local, demo_corpus, tmp_path):
     cfg = _demo(tmp_path / "run", demo_corpus, ["ingest", "quality", "mix"])
-    run_ingest(cfg, log=_quiet)
-    run_quality(cfg, log=_quiet, progress=False)
-    m = run_mix(cfg, log=_quiet, progress=False)
+    run_stage("ingest", cfg, log=_quiet)
+    run_stage("quality", cfg, log=_quiet, progress=False)
+    m = run_stage("mix", cfg, log=_quiet, progress=False)
     assert m["input_stage"] == "quality"
     _check_shares(m)
     assert m["partitions"] > 1 and len(m["shards"]) > 2
@@ -70,8 +71,8 @@ def test_mix_deterministic_with_1_and_2_workers(ray_local, demo_corpus, tmp_path
     outs = []
     for i, workers in enumerate((1, 2, 2)):
         cfg = _demo(tmp_path / f"r{i}", demo_corpus, ["ingest", "mix"])
-        run_ingest(cfg, log=_quiet)
-        m = run_mix(cfg, workers=workers, log=_quiet, progress=False)
+        run_stage("ingest", cfg, log=_quiet)
+        m = run_stage("mix", cfg, workers=workers, log=_quiet, progress=False)
         _check_shares(m)
         outs.append(_files(tmp_path / f"r{i}" / "40_mix"))
     assert len(outs[0]) >= 6 and outs[0] == outs[1] == outs[2]
@@ -79,9 +80,9 @@ def test_mix_deterministic_with_1_and_2_workers(ray_local, demo_corpus, tmp_path
 
 def test_plan_error_is_one_line(ray_local, demo_corpus, tmp_path):
     cfg = _demo(tmp_path / "e", demo_corpus, ["ingest", "mix"], total_tokens=10**9, max_epochs=2)
-    run_ingest(cfg, log=_quiet)
+    run_stage("ingest", cfg, log=_quiet)
     with pytest.raises(StageError) as e:
-        run_mix(cfg, log=_quiet, progress=False)
+        run_stage("mix", cfg, log=_quiet, progress=False)
     msg = str(e.value)
     assert "\n" not in msg and "short by" in msg and "common_crawl needs" in msg
     assert not (tmp_path / "e" / "40_mix").exists()
@@ -99,8 +100,8 @@ def test_real_data_shares(ray_local, shared_data, tmp_path):
         "ingest": {"min_chars": 200},
         "mix": {"weights": {"common_crawl": 0.6, "webtext2": 0.22, "books1": 0.16, "wikipedia": 0.02},
                 "max_epochs": {"common_crawl": 1, "default": 4}, "tokenized": False, "shard_tokens": 500_000}})
-    run_ingest(cfg, log=_quiet)
-    m = run_mix(cfg, log=_quiet, progress=False)
+    run_stage("ingest", cfg, log=_quiet)
+    m = run_stage("mix", cfg, log=_quiet, progress=False)
     _check_shares(m)
     assert m["counts"]["by_source"]["common_crawl"]["epochs"] <= 1.0 + 1e-9
 

@@ -68,7 +68,7 @@ def test_plan_epochs_and_errors():
 def _pieces(n=3000, seed=1):
     rng = np.random.default_rng(seed)
     ids = [f"d{i}" for i in range(n)]
-    from siftmix.filters.scoring import hash01
+    from siftmix.pipeline.core.hashing import hash01
 
     return pa.table({"id": ids, "source": ["s"] * n, "text": ["x"] * n,
                      "n_tokens": pa.array(rng.integers(1, 500, n)), "h": pa.array(hash01(0, "mix", ids)),

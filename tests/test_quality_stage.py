@@ -9,8 +9,8 @@ import pyarrow.compute as pc
 import pytest
 from conftest import demo_sources, parquet_bytes, run_cli
 from siftmix.pipeline.config import config_from_dict
-from siftmix.pipeline.runner import run_ingest, run_quality
-from siftmix.pipeline.shards import read_shards
+from siftmix.pipeline.core.shards import read_shards
+from siftmix.pipeline.runner import run_stage
 
 pytestmark = pytest.mark.integration
 
@@ -32,8 +32,8 @@ def test_quality_stage_on_demo_counts_determinism_reuse(ray_local, demo_corpus, 
     outs, manifests = [], []
     for i, workers in enumerate((1, 2, 2)):
         cfg = _demo_cfg(tmp_path / f"run{i}", demo_corpus)
-        run_ingest(cfg, log=_quiet)
-        m = run_quality(cfg, workers=workers, log=_quiet, progress=False)
+        run_stage("ingest", cfg, log=_quiet)
+        m = run_stage("quality", cfg, workers=workers, log=_quiet, progress=False)
         stage = Path(cfg.run_dir) / "10_quality"
         outs.append({k: v for k, v in parquet_bytes(stage).items()})
         outs[-1]["model.bin"] = (stage / "model" / "model.bin").read_bytes()
@@ -67,20 +67,20 @@ def test_quality_stage_on_demo_counts_determinism_reuse(ray_local, demo_corpus, 
     assert mean["prose"] > mean["junk"]  # random hex and numbers: mostly words fastText never saw
     # reuse the trained model: same output, no training
     cfg = _demo_cfg(tmp_path / "reuse", demo_corpus, model=str(stage / "model"))
-    run_ingest(cfg, log=_quiet)
+    run_stage("ingest", cfg, log=_quiet)
     logs = []
-    run_quality(cfg, log=logs.append, progress=False)
+    run_stage("quality", cfg, log=logs.append, progress=False)
     assert any("using the trained model" in x for x in logs)
     assert parquet_bytes(tmp_path / "reuse" / "10_quality") == {k: v for k, v in outs[0].items() if k != "model.bin"}
 
 
 def test_heuristics_and_score_mode(ray_local, demo_corpus, tmp_path):
     cfg = _demo_cfg(tmp_path / "h", demo_corpus, heuristics={"enabled": True})
-    run_ingest(cfg, log=_quiet)
-    c = run_quality(cfg, log=_quiet, progress=False)["counts"]
+    run_stage("ingest", cfg, log=_quiet)
+    c = run_stage("quality", cfg, log=_quiet, progress=False)["counts"]
     assert any(r.startswith("heuristic:") for r in c["rejected_by_reason"])
     assert c["in"] == c["kept"] + c["rejected"]
-    m = run_quality(cfg, log=_quiet, progress=False, drop=False)
+    m = run_stage("quality_score", cfg, log=_quiet, progress=False)
     assert m["counts"]["rejected"] == 0 and m["stage"] == "quality_score"
     docs = read_shards(os.path.join(cfg.run_dir, "10_quality_scored", "data"))
     assert docs.filter(pc.equal(docs["source"], "common_crawl"))["quality_score"].null_count == 0
@@ -97,8 +97,8 @@ def test_embedding_and_stacked_scorers_offline(ray_local, tmp_path, monkeypatch)
     cfg = _demo_cfg(tmp_path / "emb", corpus, scorer="both",
                     train={"max_docs_per_class": 400, "heldout_fraction": 0.2},
                     embedding={"reference_docs": 60, "calibration_docs": 40, "n_centroids": 4, "max_seq_length": 64})
-    run_ingest(cfg, log=_quiet)
-    m = run_quality(cfg, workers=1, log=_quiet, progress=False)
+    run_stage("ingest", cfg, log=_quiet)
+    m = run_stage("quality", cfg, workers=1, log=_quiet, progress=False)
     assert set(m["eval"]) == {"fasttext", "embedding", "both"}
     assert m["eval"]["embedding"]["roc_auc"] > 0.6 and m["eval"]["both"]["roc_auc"] > 0.6
     c = m["counts"]
@@ -120,8 +120,8 @@ def test_real_reference_vs_crawl(ray_local, shared_data, tmp_path):
     cfg = config_from_dict({"run_dir": str(tmp_path / "real"), "stages": ["ingest", "quality"], "sources": [
         {"name": "reference", "paths": ref}, {"name": "common_crawl", "paths": cc, "filter": True}],
         "ingest": {"min_chars": 200}, "quality": {"train": {"max_docs_per_class": 3000}}})
-    run_ingest(cfg, log=_quiet)
-    m = run_quality(cfg, log=_quiet, progress=False)
+    run_stage("ingest", cfg, log=_quiet)
+    m = run_stage("quality", cfg, log=_quiet, progress=False)
     ev = m["eval"]["fasttext"]
     assert ev["roc_auc"] > 0.9, ev
     c = m["counts"]["by_source"]["common_crawl"]

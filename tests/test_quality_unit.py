@@ -5,6 +5,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from siftmix.filters.config import HeuristicsConfig, QualityConfig
 from siftmix.filters.heuristics import heuristic_reasons, heuristic_stats
 from siftmix.filters.quality import balance, chunk_examples, filter_table, kmeans, similarity
 from siftmix.filters.scoring import (
@@ -17,7 +18,6 @@ from siftmix.filters.scoring import (
     preprocess,
     roc_auc,
 )
-from siftmix.pipeline.config import HeuristicsConfig, QualityConfig
 
 
 @pytest.mark.parametrize("score", [0.05, 0.3, 0.5, 0.7, 0.9, 0.99])

@@ -9,9 +9,11 @@ from pathlib import Path
 import browser
 import pytest
 from conftest import demo_sources, run_cli
+from siftmix.pipeline import registry
 from siftmix.pipeline.config import config_from_dict
-from siftmix.pipeline.report import STAGE_FOLDERS, ReportError, build_report
-from siftmix.pipeline.runner import run_pipeline, summarize
+from siftmix.pipeline.core.shards import ShardResult, summarize
+from siftmix.pipeline.report import ReportError, build_report, stage_folders
+from siftmix.pipeline.runner import run_pipeline
 
 
 class _Numbers(HTMLParser):
@@ -40,8 +42,8 @@ def numbers(page: str) -> dict[str, str]:
 
 
 def _file(source, docs_in, kept, rejected, bytes_in, bytes_kept):
-    return {"source": source, "docs_in": docs_in, "kept": kept, "rejected": rejected,
-            "bytes_in": bytes_in, "chars_kept": bytes_kept, "bytes_kept": bytes_kept}
+    return ShardResult(file=f"{source}.jsonl", source=source, docs_in=docs_in, kept=kept, rejected=rejected,
+                       bytes_in=bytes_in, chars_kept=bytes_kept, bytes_kept=bytes_kept)
 
 
 def _write(run: Path, folder: str, stage: str, wall: float, **m) -> dict:
@@ -112,8 +114,8 @@ def test_report_of_every_stage(full_run):
     assert n["total_wall_time"].startswith("11.0 s") and n["siftmix_version"].startswith("0.1.0")
     assert "2.60 MB/s" in text  # ingest: 5.2 MB in 2 s
     assert "1.04 MB/s" in text  # mix reads what decontam kept: 0.519 MB in 0.5 s
-    for folder, stage in STAGE_FOLDERS:
-        if folder != "30_audit":
+    for folder, stage in stage_folders():
+        if stage in registry.names():  # the pipeline's stages (not the audit or score-only variants)
             assert f'href="{folder}/_manifest.json"' in text and f'id="{folder}"' in text
             assert f"{stage}-hash-0123" in text
     assert 'href="30_decontam/audit.html"' in text and 'id="30_audit"' not in text
@@ -205,7 +207,7 @@ def test_demo_run_report_in_headless_chromium(ray_local, demo_corpus, tmp_path):
     assert console == []
     n = numbers(dom)
     ms = {f: json.loads((page.parent / f / "_manifest.json").read_text())
-          for f, _ in STAGE_FOLDERS if (page.parent / f / "_manifest.json").exists()}
+          for f, _ in stage_folders() if (page.parent / f / "_manifest.json").exists()}
     assert {"00_ingest", "10_quality", "30_decontam", "40_mix"} <= set(ms)
     for m in ms.values():
         if m["stage"] != "mix":

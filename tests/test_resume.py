@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import SIFTMIX, assert_same_run, parquet_bytes, write_demo_config
 from siftmix.pipeline.config import config_from_dict
-from siftmix.pipeline.runner import run_ingest
-from siftmix.pipeline.stage import MANIFEST, read_manifest, stage_output
+from siftmix.pipeline.core.manifest import MANIFEST, read_manifest
+from siftmix.pipeline.core.storage import stage_output
+from siftmix.pipeline.runner import run_stage
 
 pytestmark = pytest.mark.integration
 
@@ -56,16 +57,16 @@ def test_rerun_skips_finished_stage_and_force_recomputes(ray_local, tmp_path):
     data = _corpus(tmp_path / "data", n_files=3)
     cfg = config_from_dict({"run_dir": str(tmp_path / "run"), "stages": ["ingest"], "sources": [{"name": "web", "paths": [str(data)]}]})
     logs = []
-    m1 = run_ingest(cfg, log=logs.append)
-    m2 = run_ingest(cfg, log=logs.append)
+    m1 = run_stage("ingest", cfg, log=logs.append)
+    m2 = run_stage("ingest", cfg, log=logs.append)
     assert m2["timings"] == m1["timings"] and "skipped" in logs[-1]
-    m3 = run_ingest(cfg, force=True, log=logs.append)
+    m3 = run_stage("ingest", cfg, force=True, log=logs.append)
     assert m3["timings"]["started"] > m1["timings"]["started"]
     cfg.ingest.min_chars = 10_000  # a config change invalidates the stage
-    m4 = run_ingest(cfg, log=logs.append)
+    m4 = run_stage("ingest", cfg, log=logs.append)
     assert m4["config_hash"] != m1["config_hash"] and m4["counts"]["kept"] == 0
     (data / "part-0000.jsonl").write_text(json.dumps({"text": "new " * 3000}) + "\n")  # so does new input
-    m5 = run_ingest(cfg, log=logs.append)
+    m5 = run_stage("ingest", cfg, log=logs.append)
     assert m5["input_fingerprint"] != m4["input_fingerprint"] and m5["counts"]["kept"] == 1
     for m in (m1, m3, m4, m5):
         c = m["counts"]

@@ -7,10 +7,8 @@ set to the reject reason, so that nothing is lost silently.
 
 from __future__ import annotations
 
-import glob
 import gzip
 import hashlib
-import io
 import json
 import os
 import zlib
@@ -19,6 +17,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import zstandard
+from siftmix.pipeline.core import storage
+from siftmix.pipeline.core.errors import InputError
 
 from .config import SourceConfig
 
@@ -78,10 +78,6 @@ def columns(records: Iterator[Raw], batch_rows: int) -> Iterator[Columns]:
         yield cols
 
 
-class InputError(Exception):
-    """A problem with an input file that stops the stage: one line naming file and record."""
-
-
 # --------------------------------------------------------------------------- discovery
 
 _SUFFIX_FORMATS = [
@@ -106,13 +102,11 @@ def expand_paths(paths: list[str]) -> list[str]:
     """Files named by paths, folders (recursive) and globs; sorted, deduplicated."""
     out: set[str] = set()
     for p in paths:
-        matches = glob.glob(p, recursive=True) if glob.has_magic(p) else [p]
+        matches = storage.glob(p) if storage.has_magic(p) else [p]
         for m in matches:
-            if os.path.isdir(m):
-                for root, dirs, files in os.walk(m):
-                    dirs[:] = [d for d in dirs if not d.startswith(".")]
-                    out.update(os.path.join(root, f) for f in files if not f.startswith("."))
-            elif os.path.exists(m):
+            if storage.isdir(m):
+                out.update(storage.walk_files(m))
+            elif storage.exists(m):
                 out.add(m)
     return sorted(os.path.abspath(f) for f in out)
 
@@ -139,15 +133,7 @@ def derived_id(source: str, rel: str, offset: int | str) -> str:
 
 # --------------------------------------------------------------------------- helpers
 
-def open_binary(path: str) -> io.BufferedIOBase:
-    """Open a possibly compressed file for binary reading (gzip, zstd, plain)."""
-    lower = path.lower()
-    if lower.endswith(".gz"):
-        return gzip.open(path, "rb")
-    if lower.endswith((".zst", ".zstd")):
-        fh = open(path, "rb")
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(fh, closefd=True), 1 << 20)
-    return open(path, "rb")
+open_binary = storage.open_decompressed
 
 
 _TRUNCATION_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile, zstandard.ZstdError)
@@ -246,9 +232,7 @@ def read_txt(path: str, rel: str, src: SourceConfig, on_bad_encoding: str = "rep
 # --------------------------------------------------------------------------- Parquet
 
 def read_parquet(path: str, rel: str, src: SourceConfig, on_bad_encoding: str = "repair") -> Iterator[Raw]:
-    import pyarrow.parquet as pq
-
-    pf = pq.ParquetFile(path)
+    pf = storage.parquet_file(path)
     names = set(pf.schema_arrow.names)
     if src.text_field not in names:
         raise InputError(f"{path}: no column {src.text_field!r} (columns: {', '.join(sorted(names))})")
@@ -285,7 +269,7 @@ def read_parquet(path: str, rel: str, src: SourceConfig, on_bad_encoding: str = 
 def _verify_gzip_members(path: str, start: int) -> BaseException | None:
     """Decompress the gzip members from byte ``start`` to the end of the file; returns the
     truncation error, if any (zlib.error propagates: ``start`` is not a member boundary)."""
-    with open(path, "rb") as fh:
+    with storage.open_read(path) as fh:
         if start >= os.fstat(fh.fileno()).st_size and start > 0:
             raise zlib.error("offset past the end of the file")
         fh.seek(start)
@@ -334,7 +318,7 @@ def read_wet_columns(path: str, rel: str, src: SourceConfig, on_bad_encoding: st
     rel_json = json_str(rel)
     cols = Columns()
     try:
-        with open(path, "rb") as fh:
+        with storage.open_read(path) as fh:
             for rec in ArchiveIterator(fh, record_types=WarcRecordType.conversion, parse_http=False):
                 n += 1
                 cut = False
@@ -396,7 +380,7 @@ def read_warc(path: str, rel: str, src: SourceConfig, on_bad_encoding: str = "re
 
     n, pos = 0, 0
     try:
-        with open(path, "rb") as fh:
+        with storage.open_read(path) as fh:
             for rec in ArchiveIterator(fh, record_types=WarcRecordType.response, parse_http=True):
                 n += 1
                 pos = rec.stream_pos

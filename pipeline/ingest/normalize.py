@@ -1,26 +1,23 @@
-"""Ingest: raw files -> documents with the DESIGN.md schema, plus rejected rows.
+"""Ingest's pure logic: raw reader records -> documents with the DESIGN.md schema, plus rejected rows.
 
-Pure functions (no Ray): :func:`normalize_batch` (Arrow in, Arrow out) and :func:`ingest_file`,
-which reads one input file, normalises it batch by batch and writes its shards. The Ray stage in
-``runner.py`` maps :func:`ingest_file` over the input files.
+:func:`raw_table` turns reader records into an Arrow batch, :func:`normalize_batch` splits it
+into documents and rejected rows (Arrow in, Arrow out). :mod:`.stage` runs them per input file.
 """
 
 from __future__ import annotations
 
-import os
 import unicodedata
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from siftmix.pipeline.core.schema import DOC_SCHEMA, RAW_SCHEMA, REJECTED_SCHEMA
+from siftmix.pipeline.core.shards import rejected_rows
 
 from .config import IngestConfig, SourceConfig
-from .readers import READERS, Columns, InputError, Raw, columns, read_wet_columns
-from .schema import DOC_SCHEMA, RAW_SCHEMA, REJECTED_SCHEMA
-from .shards import ShardWriter
+from .readers import READERS, Columns, Raw, columns, read_wet_columns
 
 
 def _large_strings(values: list) -> pa.Array:
@@ -121,54 +118,25 @@ def normalize_batch(raw: pa.Table, cfg: IngestConfig) -> tuple[pa.Table, pa.Tabl
                     schema=DOC_SCHEMA)
     if not pc.any(is_rejected).as_py():  # the common case: no copy of the text
         return kept, REJECTED_SCHEMA.empty_table()
-    rej_text = text if cfg.keep_rejected_text else pa.nulls(len(text), pa.large_string())
-    rejected = pa.table(
-        {
-            "id": raw["id"],
-            "source": raw["source"],
-            "reason": reason,
-            "score": pa.nulls(raw.num_rows, pa.float32()),
-            "text": rej_text,
-            "meta": raw["meta"],
-        },
-        schema=REJECTED_SCHEMA,
-    ).filter(is_rejected)
+    rejected = rejected_rows(raw, reason, keep_text=cfg.keep_rejected_text, text=text, mask=is_rejected)
     return kept.filter(pc.invert(is_rejected)), rejected
-
-
-@dataclass
-class FileStats:
-    """What one ingest task did: counts for the manifest."""
-
-    file: str
-    source: str
-    bytes_in: int
-    docs_in: int = 0
-    kept: int = 0
-    chars_kept: int = 0
-    bytes_kept: int = 0
-    rejected: Counter = field(default_factory=Counter)
-    shards: list = field(default_factory=list)
-    rejected_shards: list = field(default_factory=list)
-    fatal: str | None = None
-
-    def to_dict(self) -> dict:
-        d = self.__dict__.copy()
-        d["rejected"] = dict(sorted(self.rejected.items()))
-        return d
 
 
 @dataclass(frozen=True)
 class IngestTask:
+    """One input file: the task of one ingest worker."""
+
     path: str
-    rel: str
+    rel: str    # relative to the source's root folder (derived ids, meta.file)
     fmt: str
     source: str
     index: int  # position of the file within its source (stable shard names)
+    size: int = 0
 
-
-def shard_prefix(task: IngestTask) -> str:
-    return f"{task.source}-{task.index:05d}"
+    @property
+    def name(self) -> str:
+        """The shard prefix: ``<source>-<index:05d>`` (shards add ``-<part:04d>``)."""
+        return f"{self.source}-{self.index:05d}"
 
 
 def iter_columns(task: IngestTask, src: SourceConfig, cfg: IngestConfig) -> Iterator[Columns]:
@@ -179,39 +147,3 @@ def iter_columns(task: IngestTask, src: SourceConfig, cfg: IngestConfig) -> Iter
     if task.fmt == "warc":
         kwargs.update(extractor=cfg.html_extractor, main_content=cfg.main_content)
     return columns(READERS[task.fmt](task.path, task.rel, src, **kwargs), cfg.batch_rows)
-
-
-def ingest_file(task: IngestTask, src: SourceConfig, cfg: IngestConfig, out_dir: str) -> FileStats:
-    """Read one file, write ``out_dir/data/<source>-<index>-<part>.parquet`` and the same under
-    ``rejected/``. Problems with single records become rejected rows; a file that cannot be read
-    at all gives ``stats.fatal`` (one line naming the file)."""
-    stats = FileStats(file=task.rel, source=task.source, bytes_in=os.path.getsize(task.path))
-    prefix = shard_prefix(task)
-    data = ShardWriter(os.path.join(out_dir, "data"), prefix, DOC_SCHEMA, cfg.shard_max_bytes)
-    rej = ShardWriter(os.path.join(out_dir, "rejected"), prefix, REJECTED_SCHEMA, cfg.shard_max_bytes)
-    n = 0
-    try:
-        for records in iter_columns(task, src, cfg):
-            kept, rejected = normalize_batch(raw_table(records, task.source, cfg.on_bad_encoding), cfg)
-            n += len(records)
-            stats.docs_in += len(records)
-            stats.kept += kept.num_rows
-            if kept.num_rows:
-                stats.chars_kept += pc.sum(pc.utf8_length(kept["text"])).as_py()
-                stats.bytes_kept += pc.sum(pc.binary_length(kept["text"])).as_py()
-            stats.rejected.update(rejected["reason"].to_pylist())
-            data.write(kept)
-            rej.write(rejected)
-        stats.shards = data.close()
-        stats.rejected_shards = rej.close()
-    except InputError as err:
-        data.abort(), rej.abort()
-        stats.fatal = str(err)
-    except OSError as err:
-        data.abort(), rej.abort()
-        what = f"{err.strerror or err}" + (f": {err.filename}" if getattr(err, "filename", None) else "")
-        stats.fatal = f"{task.path}: after record {n}: {what}"
-    except Exception as err:  # an unexpected bug: still one line naming file and record
-        data.abort(), rej.abort()
-        stats.fatal = f"{task.path}: record {n + 1}: {type(err).__name__}: {err}"
-    return stats

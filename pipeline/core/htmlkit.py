@@ -103,3 +103,32 @@ def column_chart(labels: list[str], series: list[Series], *, x_label: str = "", 
             out.append(f'<text x="{left + (i + label_pos) * slot:.1f}" y="{top + ph + 14}" text-anchor="middle">{esc(name)}</text>')
     return (f'<svg {_id(svg_id)}width="{width}" height="{height}" role="img" aria-label="{esc(y_label)}">'
             f'{"".join(out)}</svg>')
+
+
+# --------------------------------------------------------------------------- report formatting
+
+def n(v) -> str:
+    """A count with thousands separators, or a dash."""
+    return "—" if v is None else f"{v:,}"
+
+
+def mb(b) -> str:
+    return "—" if b is None else f"{b / 1e6:,.2f} MB"
+
+
+def pct(a, b) -> str:
+    return f"{100 * a / b:.1f}%" if b else "—"
+
+
+def secs(s: float) -> str:
+    return f"{s:.1f} s" if s < 60 else f"{int(s // 60)} min {s % 60:.0f} s"
+
+
+def k(key: str) -> str:
+    """The ``data-k`` attribute that names a number on the page (tests read the DOM by it)."""
+    return f' data-k="{esc(key)}"'
+
+
+def table(head: list[str], rows: list[str], attrs: str = "") -> str:
+    return (f'<table{attrs}><thead><tr>{"".join(f"<th>{esc(h)}</th>" for h in head)}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table>')

@@ -1,7 +1,7 @@
 """Ray orchestration: start or join Ray, and map pure per-shard functions over it.
 
-Stage logic never imports Ray; this module is the only place that does (with the stage
-runners in ``runner.py``).
+Stage logic never imports Ray: this module is the only place that does. Stages reach it
+through their :class:`~siftmix.pipeline.core.stage.StageContext` (``ctx.map``, ``ctx.map_actors``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from .config import RayConfig
+from .errors import TaskError
 
 QUIET_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -70,13 +71,11 @@ def ray_session(cfg: RayConfig, address: str | None = None, log: Callable[[str],
         ray.shutdown()
 
 
-class TaskError(RuntimeError):
-    """A Ray task raised: the message is one line naming the task's input and the cause;
-    ``cause`` is the exception the task raised."""
+def cluster_cpus() -> int:
+    """CPUs of the Ray cluster this process is connected to (at least 1)."""
+    import ray
 
-    def __init__(self, msg: str, cause: BaseException | None = None):
-        super().__init__(msg)
-        self.cause = cause
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
 def _one_line(err: BaseException) -> str:
@@ -99,12 +98,13 @@ def _task_error(name: str, task, err: BaseException) -> TaskError:
 
 def _task_input(task) -> str:
     """The input a task works on, for error messages: its file or folder, if it names one."""
-    if not isinstance(task, dict):
+    if task is None:
         return ""
+    get = task.get if isinstance(task, dict) else lambda k: getattr(task, k, None)
     for key in ("path", "file", "dir"):
-        if isinstance(task.get(key), str):
-            return f" on {task[key]}"
-    return _task_input(task.get("task"))
+        if isinstance(get(key), str):
+            return f" on {get(key)}"
+    return _task_input(get("task"))
 
 
 def _call(fn: Callable, task: dict, kwargs: dict) -> dict:

@@ -1,0 +1,27 @@
+"""Config of the decontam stage (GPT-3 appendix C)."""
+
+from __future__ import annotations
+
+from pydantic import Field, ValidationInfo, field_validator
+from siftmix.pipeline.core.config import Strict, existing_paths
+
+
+class DecontamConfig(Strict):
+    """GPT-3 appendix C: 13-gram decontamination of the training side, N-gram audit of the benchmarks."""
+
+    benchmarks: list[str] = Field(default_factory=list, description="benchmark files or folders (JSONL, JSON, Parquet, CSV)")
+    fields: list[str] | None = Field(None, description="fields that make an example's text (default: text, else the usual ones)")
+    min_n: int = Field(8, ge=1, le=13, description="benchmark-side N is the 5th percentile of example length, at least this")
+    max_docs: int = Field(10, ge=1, description="13-grams in more than this many training documents are ignored (boilerplate)")
+    window: int = Field(200, ge=0, description="characters removed on each side of a colliding 13-gram")
+    min_piece: int = Field(200, ge=0, description="pieces shorter than this are dropped")
+    max_pieces: int = Field(10, ge=1, description="a document split into more pieces is dropped whole")
+    snippet_chars: int = Field(200, ge=0, description="training text shown on each side of a match in the reports")
+    batch_rows: int = Field(2048, gt=0)
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _bench_paths(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        return existing_paths(v, info)
+
+

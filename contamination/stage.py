@@ -1,0 +1,163 @@
+"""The decontam stage (and its audit variant) on the core contract: GPT-3 appendix C.
+
+Pass 1 (``scan``, Ray tasks) counts, per benchmark 13-gram, the training documents holding it
+and finds the dirty benchmark examples; pass 2 (the shard pass, not for an audit) cuts the
+collisions out. Writes audit.json / audit.md / audit.html beside the data.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyarrow as pa
+from siftmix.pipeline.core import storage
+from siftmix.pipeline.core.errors import StageError
+from siftmix.pipeline.core.htmlkit import esc
+from siftmix.pipeline.core.shards import Processed, ShardRef, ShardResult, ShardWorker, summarize
+from siftmix.pipeline.core.stage import ShardStage, StageContext
+
+from .appendix_c import NgramIndex
+from .benchmarks import BenchmarkError, benchmark_files, load_benchmarks
+from .config import DecontamConfig
+from .report import BENCHMARK_HEAD, benchmark_rows, build_audit, dirty_chart, write_reports
+from .shard import excise_table, scan_shard
+
+
+def _scan_task(shard: ShardRef, index: NgramIndex, cfg: DecontamConfig) -> dict:
+    return scan_shard(shard.path, index, cfg)
+
+
+class ExciseWorker(ShardWorker):
+    def __init__(self, index: NgramIndex, ignored: np.ndarray, cfg: DecontamConfig, keep_text: bool, max_bytes: int):
+        self.index, self.ignored, self.cfg, self.keep_text = index, ignored, cfg, keep_text
+        self.batch_rows, self.max_bytes = cfg.batch_rows, max_bytes
+
+    def extra_init(self) -> dict:
+        return {"chars_in": 0, "chars_rejected": 0, "rows_out": 0, "rejected_rows": {}, "documents_cut": 0,
+                "collisions": 0, "ignored": 0}
+
+    def process(self, batch: pa.Table, state) -> Processed:
+        return excise_table(batch, self.index, self.ignored, self.cfg, self.keep_text)
+
+
+class DecontamStage(ShardStage):
+    name = "decontam"
+    folder = "30_decontam"
+    config_key = "decontam"
+    config_model = DecontamConfig
+    help = """Remove benchmark contamination from the training data (GPT-3 appendix C) and report it.
+
+    Every 13-gram shared with a benchmark is cut out with 200 characters on each side; 13-grams in
+    more than 10 documents are ignored as boilerplate. Writes RUN_DIR/30_decontam (data, rejected,
+    audit.json, audit.md, audit.html).
+
+    Examples:
+
+        siftmix decontam configs/demo.yaml
+
+        siftmix decontam configs/gpt3.yaml --workers 32
+    """
+
+    def __init__(self, audit_only: bool = False):
+        self.audit_only = audit_only
+        if audit_only:
+            self.name, self.folder, self.input_of = "audit", "30_audit", "decontam"
+            self.help = "Report which benchmark examples occur in a dataset; never changes the data."
+
+    def enabled_by_default(self, cfg) -> bool:
+        return bool(cfg.decontam.benchmarks)
+
+    def check(self, cfg) -> None:
+        if not cfg.decontam.benchmarks:
+            raise ValueError("decontam.benchmarks: required when stages include decontam")
+
+    def hash_inputs(self, cfg) -> dict:
+        d = cfg.decontam
+        return {"stage": "decontam", "audit_only": self.audit_only, "decontam": d.model_dump(),
+                "benchmarks": storage.fingerprint(benchmark_files(d.benchmarks)),
+                "keep_rejected_text": cfg.ingest.keep_rejected_text}
+
+    def prepare(self, ctx: StageContext) -> dict:
+        d, name = ctx.cfg.decontam, self.name
+        try:
+            benches = load_benchmarks(d.benchmarks, d.fields)
+        except (BenchmarkError, UnicodeDecodeError, OSError) as err:
+            raise StageError(f"{name}: {err}") from None
+        if not benches:
+            raise StageError(f"{name}: no benchmark files found in {', '.join(d.benchmarks)}")
+        t0 = time.time()
+        index = NgramIndex.build(benches, d.min_n)
+        index_s = time.time() - t0
+        index_bytes = sum(a.nbytes for t in index.tables.values() for a in t)
+        ctx.log(f"{name}: {len(benches)} benchmarks, {sum(len(b.texts) for b in benches):,} examples, "
+                f"{len(index.tables[13][0]):,} 13-grams indexed in {index_s:.1f}s ({index_bytes / 2**20:.1f} MiB)")
+        all_h, all_c, dirty = [], [], {}
+        shards = ctx.input_shards()
+        for r in ctx.map(_scan_task, shards, label="scan", unit="shards", fn_kwargs={"index": index, "cfg": d}):
+            all_h.append(np.frombuffer(r["hashes"], np.uint64))
+            all_c.append(np.frombuffer(r["counts"], np.int64))
+            for k, v in r["dirty"].items():
+                if k not in dirty or v["doc"] < dirty[k]["doc"]:
+                    dirty[k] = v
+        h = np.concatenate(all_h) if all_h else np.zeros(0, np.uint64)
+        c = np.concatenate(all_c) if all_c else np.zeros(0, np.int64)
+        uh, inv = np.unique(h, return_inverse=True)
+        docs_per_gram = np.bincount(inv, weights=c).astype(np.int64) if len(h) else np.zeros(0, np.int64)
+        training = {"documents_in": ctx.upstream.kept, "colliding_13grams": int(len(uh)),
+                    "ngrams_ignored_as_boilerplate": int(np.sum(docs_per_gram > d.max_docs))}
+        return {"benches": benches, "index": index, "dirty": dirty, "ignored": uh[docs_per_gram > d.max_docs],
+                "training": training, "index_info": {"build_s": round(index_s, 3), "bytes": int(index_bytes),
+                                                     "ngrams_13": int(len(index.tables[13][0]))}}
+
+    def worker(self, ctx: StageContext, p: dict) -> ExciseWorker:
+        cfg = ctx.cfg
+        return ExciseWorker(p["index"], p["ignored"], cfg.decontam, cfg.ingest.keep_rejected_text, cfg.ingest.shard_max_bytes)
+
+    def run(self, ctx: StageContext) -> dict:
+        p = self.prepare(ctx)
+        results = [] if self.audit_only else ctx.map_shards(self.worker(ctx, p), self.order(ctx, ctx.input_shards()),
+                                                            label="excise")
+        return self.finish(ctx, results, p)
+
+    def finish(self, ctx: StageContext, results: list[ShardResult], p: dict) -> dict:
+        dcfg, training = ctx.cfg.decontam.model_dump(), p["training"]
+        if results:
+            ex = [r.extra for r in results]
+            chars_in, chars_kept = sum(e["chars_in"] for e in ex), sum(r.chars_kept for r in results)
+            chars_rej = sum(e["chars_rejected"] for e in ex)
+            if chars_in != chars_kept + chars_rej:
+                raise StageError(f"decontam: characters do not add up ({chars_in} in, {chars_kept} kept, {chars_rej} rejected)")
+            training.update({"documents_cut": sum(e["documents_cut"] for e in ex),
+                             "documents_dropped": sum(sum(r.rejected.values()) for r in results),
+                             "collisions": sum(e["collisions"] for e in ex), "collisions_ignored": sum(e["ignored"] for e in ex),
+                             "chars_in": chars_in, "chars_kept": chars_kept, "chars_removed": chars_rej})
+        audit = build_audit(p["benches"], p["index"], p["dirty"], training, {k: v for k, v in dcfg.items() if k != "batch_rows"})
+        write_reports(audit, ctx.tmp)
+        n = ctx.upstream.kept
+        counts = summarize(results) if results else {"in": n, "kept": n, "rejected": 0}
+        return {"config": {"decontam": dcfg}, "counts": counts, "training_side": training,
+                "benchmarks": [{k: v for k, v in b.items() if k != "dirty_examples"} for b in audit["benchmarks"]],
+                "index": p["index_info"], "files": [r.to_json() for r in results]}
+
+    def summary(self, m: dict, out_dir: str) -> str:
+        t, bs = m["training_side"], m["benchmarks"]
+        return (f"{self.name}: {sum(b['dirty'] for b in bs)} dirty benchmark examples across {len(bs)} benchmarks"
+                + ("" if self.audit_only else f"; {t['documents_cut']} training documents cut, "
+                   f"{t['documents_dropped']} dropped, {t['ngrams_ignored_as_boilerplate']} boilerplate 13-grams ignored")
+                + f"; report: {storage.join(out_dir, 'audit.html')}")
+
+    def report(self, run_dir: str, folder: str, m: dict) -> str:
+        bs = m.get("benchmarks") or []
+        audit = storage.join(folder, "audit.html")
+        link = f' · <a href="{audit}">audit.html</a> (every dirty example)' if storage.exists(storage.join(run_dir, audit)) else ""
+        training = "".join(f"<li>{esc(k.replace('_', ' '))}: {esc(f'{v:,}' if isinstance(v, int) else v)}</li>"
+                           for k, v in (m.get("training_side") or {}).items())
+        return (f"<h3>Contamination per benchmark</h3><p>GPT-3 appendix C: an example is dirty if one of its "
+                f"N-grams occurs in the training data{link}</p>"
+                f'<table class="sortable">{BENCHMARK_HEAD}<tbody>{benchmark_rows(bs, key=self.name)}</tbody></table>'
+                + dirty_chart(bs, svg_id=f"{self.name}-dirty") + (f"<h3>Training side</h3><ul>{training}</ul>" if training else ""))
+
+
+DECONTAM = DecontamStage()
+AUDIT = DecontamStage(audit_only=True)

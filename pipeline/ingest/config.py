@@ -1,0 +1,48 @@
+"""Config of the ingest stage: the sources and how their files are read."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+from siftmix.pipeline.core.config import Strict, existing_paths
+
+FORMATS = ("auto", "wet", "warc", "jsonl", "parquet", "txt")
+Format = Literal["auto", "wet", "warc", "jsonl", "parquet", "txt"]
+
+
+class SourceConfig(Strict):
+    """One input source: a name, where its files are, and how to read them."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", description="source name, e.g. common_crawl, wikipedia")
+    paths: list[str] = Field(min_length=1, description="files, folders or globs (relative to the config file)")
+    format: Format = Field("auto", description="auto detects from the file name")
+    filter: bool = Field(False, description="apply the quality filter to this source (GPT-3: Common Crawl only)")
+    text_field: str = "text"
+    id_field: str | None = Field("id", description="field holding a stable id; None derives one from file+record")
+    url_field: str | None = "url"
+
+    @field_validator("paths", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("paths")
+    @classmethod
+    def _resolve(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        return existing_paths(v, info)
+
+
+class IngestConfig(Strict):
+    min_chars: int = Field(100, ge=0, description="documents shorter than this (after normalising) are rejected as too_short")
+    max_chars: int = Field(10_000_000, gt=0, description="documents longer than this are rejected as too_long")
+    on_bad_encoding: Literal["repair", "reject"] = Field(
+        "repair", description="invalid UTF-8: repair with U+FFFD (meta.repaired_encoding) or reject as bad_encoding"
+    )
+    html_extractor: Literal["resiliparse", "trafilatura"] = "resiliparse"
+    main_content: bool = Field(True, description="WARC HTML: keep the main content only (drop navigation, footers)")
+    keep_rejected_text: bool = Field(True, description="store the text of rejected documents in rejected/")
+    shard_max_bytes: int = Field(256 * 2**20, gt=0, description="roll over to a new output shard past this many text bytes")
+    batch_rows: int = Field(4096, gt=0, description="documents per Arrow batch inside a task")
+
+
