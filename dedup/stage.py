@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -112,13 +113,57 @@ def _p(work: str, *parts) -> str:
 
 # ----------------------------------------------------------------------------- the passes (Ray tasks)
 
-def _sign_task(task: dict, params: DedupConfig, work: str, n_parts: int) -> dict:
+@dataclass(frozen=True)
+class ShardGroup:
+    """Consecutive input shards signed by one task: (index, path) each."""
+
+    shards: tuple[tuple[int, str], ...]
+
+    @property
+    def path(self) -> str:  # what a failure names
+        return self.shards[0][1]
+
+
+@dataclass(frozen=True)
+class Part:
+    """One shuffle partition of a pass."""
+
+    partition: int
+
+
+@dataclass(frozen=True)
+class RoundPart:
+    """One partition of one round of large-star / small-star."""
+
+    round: int
+    partition: int
+
+
+@dataclass(frozen=True)
+class ShardNo:
+    """The members of one input shard (by index)."""
+
+    shard: int
+
+
+@dataclass(frozen=True)
+class EdgeFile:
+    file: str
+    name: str
+
+
+@dataclass(frozen=True)
+class EdgeFiles:
+    files: tuple[str, ...]
+
+
+def _sign_task(task: ShardGroup, params: DedupConfig, work: str, n_parts: int) -> dict:
     """A group of input shards: band rows to ``bands/p<q>/`` (one file per group and partition),
     metadata to ``meta/<shard>``."""
 
     p = params
     bands, docs, nbytes = [], 0, 0
-    for s, path in task["shards"]:
+    for s, path in task.shards:
         pf = storage.parquet_file(path)
         cols = ["id", "source", "text"] + (["quality_score"] if "quality_score" in pf.schema_arrow.names else [])
         metas, rows = [], 0
@@ -135,7 +180,7 @@ def _sign_task(task: dict, params: DedupConfig, work: str, n_parts: int) -> dict
     band = pa.concat_tables(bands) if bands else BAND_SCHEMA.empty_table()
     keys = band["key"].to_numpy()
     write_partitioned(band, (keys % np.uint64(n_parts)).astype(np.int64), lambda q: _p(work, "bands", f"p{q:05d}"),
-                      f"s{task['shards'][0][0]:06d}.parquet")
+                      f"s{task.shards[0][0]:06d}.parquet")
     return {"docs": docs, "bytes": nbytes, "band_rows": band.num_rows}
 
 
@@ -152,9 +197,9 @@ def shard_groups(shards: list[str], target_bytes: int = 32 * 2**20) -> list[list
     return groups + ([cur] if cur else [])
 
 
-def _bucket_task(task: dict, work: str, n_parts: int, max_bucket: int) -> dict:
+def _bucket_task(task: Part, work: str, n_parts: int, max_bucket: int) -> dict:
 
-    q = task["partition"]
+    q = task.partition
     t = _read(_files(_p(work, "bands", f"p{q:05d}")))
     if t is None:
         return {"exact": 0, "candidates_with_repeats": 0}
@@ -168,10 +213,10 @@ def _bucket_task(task: dict, work: str, n_parts: int, max_bucket: int) -> dict:
     return {"exact": int(ex.sum()), "candidates_with_repeats": int((~ex).sum())}
 
 
-def _pairs_task(task: dict, work: str) -> dict:
+def _pairs_task(task: Part, work: str) -> dict:
     """Unique candidate pairs of a partition; ask their documents' shards for them."""
 
-    q = task["partition"]
+    q = task.partition
     t = _read(_files(_p(work, "cand", f"p{q:05d}")))
     if t is None:
         return {"candidates": 0}
@@ -182,23 +227,23 @@ def _pairs_task(task: dict, work: str) -> dict:
     return {"candidates": int(len(a))}
 
 
-def _provide_task(task: dict, params: DedupConfig, work: str) -> dict:
+def _provide_task(task: ShardRef, params: DedupConfig, work: str) -> dict:
     """Signatures and shingle sets of the documents of one shard that partitions asked for,
     computed once, sent to each asking partition."""
 
-    s = task["shard"]
+    s = task.index
     asks = {int(storage.basename(f)[1:6]): f for f in _files(_p(work, "needed", f"s{s:06d}"))}
     need = {q: _read([f])["doc"].to_numpy() for q, f in asks.items()}
     docs = np.unique(np.concatenate(list(need.values())))
-    prov = provide_table(task["path"], docs, params)
+    prov = provide_table(task.path, docs, params)
     for q, d in need.items():
         sub = prov.take(pa.array(np.searchsorted(docs, d)))
         _write(sub, _p(work, "provided", f"p{q:05d}", f"s{s:06d}.parquet"))
     return {"docs": int(len(docs))}
 
 
-def _verify_task(task: dict, work: str, mode: str, threshold: float, prefilter: float) -> dict:
-    q = task["partition"]
+def _verify_task(task: Part, work: str, mode: str, threshold: float, prefilter: float) -> dict:
+    q = task.partition
     pairs = _read([_p(work, "pairs", f"p{q:05d}.parquet")])
     prov = _read(_files(_p(work, "provided", f"p{q:05d}"))).sort_by("doc")
     docs = prov["doc"].to_numpy()
@@ -218,28 +263,28 @@ def _members_out(work: str, doc: np.ndarray, root: np.ndarray, name: str) -> Non
     write_partitioned(pa.table({"doc": doc, "root": root}), doc >> np.int64(32), lambda s: _p(work, "members", f"s{s:06d}"), name)
 
 
-def _components_task(task: dict, work: str) -> dict:
+def _components_task(task: EdgeFiles, work: str) -> dict:
 
-    t = _read(task["files"], ["a", "b"])
+    t = _read(list(task.files), ["a", "b"])
     nodes, root = components_min_label(t["a"].to_numpy(), t["b"].to_numpy())
     _members_out(work, nodes, root, "p00000.parquet")
     return {"nodes": int(len(nodes)), "edges": int(t.num_rows)}
 
 
-def _double_task(task: dict, work: str, n_parts: int) -> dict:
+def _double_task(task: EdgeFile, work: str, n_parts: int) -> dict:
 
-    t = _read([task["file"]], ["a", "b"])
+    t = _read([task.file], ["a", "b"])
     a, b = t["a"].to_numpy(), t["b"].to_numpy()
     u, v = np.concatenate([a, b]), np.concatenate([b, a])
     write_partitioned(pa.table({"u": u, "v": v}), partition_of(u, n_parts), lambda p: _p(work, "cc", "r0000", f"p{p:05d}"),
-                      f"{task['name']}.parquet")
+                      f"{task.name}.parquet")
     return {}
 
 
-def _large_star_task(task: dict, work: str, n_parts: int) -> dict:
+def _large_star_task(task: RoundPart, work: str, n_parts: int) -> dict:
     """Round r: count the partition's nodes that are not yet in a star, and large-star it."""
 
-    r, p = task["round"], task["partition"]
+    r, p = task.round, task.partition
     t = _read(_files(_p(work, "cc", f"r{r:04d}", f"p{p:05d}")))
     if t is None:
         return {"violations": 0, "edges": 0}
@@ -251,9 +296,9 @@ def _large_star_task(task: dict, work: str, n_parts: int) -> dict:
     return {"violations": left, "edges": int(len(u))}
 
 
-def _small_star_task(task: dict, work: str, n_parts: int) -> dict:
+def _small_star_task(task: RoundPart, work: str, n_parts: int) -> dict:
 
-    r, p = task["round"], task["partition"]
+    r, p = task.round, task.partition
     t = _read(_files(_p(work, "cc", f"r{r:04d}ls", f"p{p:05d}")))
     if t is None:
         return {}
@@ -264,10 +309,10 @@ def _small_star_task(task: dict, work: str, n_parts: int) -> dict:
     return {}
 
 
-def _star_members_task(task: dict, work: str) -> dict:
+def _star_members_task(task: RoundPart, work: str) -> dict:
     """A star forest's partition -> (doc, root): a leaf's root is its one smaller neighbour."""
 
-    r, p = task["round"], task["partition"]
+    r, p = task.round, task.partition
     t = _read(_files(_p(work, "cc", f"r{r:04d}", f"p{p:05d}")))
     if t is None:
         return {"nodes": 0}
@@ -278,10 +323,10 @@ def _star_members_task(task: dict, work: str) -> dict:
     return {"nodes": int(len(d))}
 
 
-def _lookup_task(task: dict, work: str, n_parts: int) -> dict:
+def _lookup_task(task: ShardNo, work: str, n_parts: int) -> dict:
     """Members of one shard get their metadata (a lookup by row) and go to their root's partition."""
 
-    s = task["shard"]
+    s = task.shard
     m = _read(_files(_p(work, "members", f"s{s:06d}")))
     meta = _read([_p(work, "meta", f"s{s:06d}.parquet")])
     rows = (m["doc"].to_numpy() & ROW_MASK).astype(np.int64)
@@ -290,9 +335,9 @@ def _lookup_task(task: dict, work: str, n_parts: int) -> dict:
     return {}
 
 
-def _keeper_task(task: dict, work: str, priority: list[str], out_dir: str) -> dict:
+def _keeper_task(task: Part, work: str, priority: list[str], out_dir: str) -> dict:
 
-    q = task["partition"]
+    q = task.partition
     t = _read(_files(_p(work, "keep", f"p{q:05d}")))
     if t is None:
         return {"hist": {}, "docs": 0, "fuzzy_clusters": 0}
@@ -331,25 +376,25 @@ def connected_components(mapper: Callable, work: str, edge_files: list[str], n_e
     """Components of the edges in ``edge_files`` -> ``work/members/<shard>/``; ``mapper(fn, tasks,
     fn_kwargs=...)`` runs the tasks (``StageContext.map``)."""
     if n_edges <= single_max:
-        (r,) = list(mapper(_components_task, [{"files": edge_files}], fn_kwargs={"work": work}))
+        (r,) = list(mapper(_components_task, [EdgeFiles(tuple(edge_files))], fn_kwargs={"work": work}))
         return {"method": "single_task", "rounds": 1, **r}
     kw = {"work": work, "n_parts": n_parts}
-    list(mapper(_double_task, [{"file": f, "name": f"e{i:06d}"} for i, f in enumerate(edge_files)], fn_kwargs=kw))
+    list(mapper(_double_task, [EdgeFile(f, f"e{i:06d}") for i, f in enumerate(edge_files)], fn_kwargs=kw))
     r = 0
     while True:
-        res = list(mapper(_large_star_task, [{"round": r, "partition": p} for p in range(n_parts)], fn_kwargs=kw))
+        res = list(mapper(_large_star_task, [RoundPart(r, p) for p in range(n_parts)], fn_kwargs=kw))
         left = sum(x["violations"] for x in res)
         log(f"dedup: components round {r + 1}: {sum(x['edges'] for x in res):,} directed edges, "
             f"{left:,} nodes not yet in a star")
         if left == 0:
             break
-        list(mapper(_small_star_task, [{"round": r, "partition": p} for p in range(n_parts)], fn_kwargs=kw))
+        list(mapper(_small_star_task, [RoundPart(r, p) for p in range(n_parts)], fn_kwargs=kw))
         storage.remove(_p(work, "cc", f"r{r:04d}"))
         storage.remove(_p(work, "cc", f"r{r:04d}ls"))
         r += 1
         if r > 200:
             raise StageError("dedup: connected components did not converge in 200 rounds")
-    res = list(mapper(_star_members_task, [{"round": r, "partition": p} for p in range(n_parts)], fn_kwargs={"work": work}))
+    res = list(mapper(_star_members_task, [RoundPart(r, p) for p in range(n_parts)], fn_kwargs={"work": work}))
     return {"method": "large_star_small_star", "rounds": r + 1, "edges": int(n_edges), "nodes": sum(x["nodes"] for x in res)}
 
 
@@ -414,12 +459,12 @@ class DedupStage(ShardStage):
         n_docs = ctx.upstream.kept
         parts = n_partitions(n_docs, bands if d.fuzzy else 0, d.partitions)
         work = ctx.path("_work")
-        allp = [{"partition": q} for q in range(parts)]
+        allp = [Part(q) for q in range(parts)]
         edges = {"exact": 0, "candidates": 0, "verified": 0}
         with ctx.step("sign"):
             total = sum(s.size for s in shards)
             groups = shard_groups([s.path for s in shards], max(1 << 20, min(32 << 20, total // (4 * ctx.cpus()))))
-            res = list(ctx.map(_sign_task, [{"shards": g} for g in groups], label="sign", docs=lambda r: r["docs"],
+            res = list(ctx.map(_sign_task, [ShardGroup(tuple(g)) for g in groups], label="sign", docs=lambda r: r["docs"],
                                docs_total=n_docs, fn_kwargs={"params": params, "work": work, "n_parts": parts}))
             n_signed, n_bytes = sum(r["docs"] for r in res), sum(r["bytes"] for r in res)
         ctx.log(f"dedup: {n_signed:,} documents signed ({n_bytes / 1e6:.1f} MB, {ctx.timings['sign_s']:.1f}s); LSH {bands} "
@@ -453,10 +498,10 @@ class DedupStage(ShardStage):
             edges["verified"] = edges["candidates"]
             return _files(_p(work, "pairs"))
         needed = sorted(int(n[1:]) for n in storage.listdir(_p(work, "needed")) if n.startswith("s"))
-        res = list(ctx.map(_provide_task, [{"path": shards[s].path, "shard": s} for s in needed], label="verify",
+        res = list(ctx.map(_provide_task, [shards[s] for s in needed], label="verify",
                            fn_kwargs={"params": params, "work": work}))
         edges["documents_checked"] = sum(r["docs"] for r in res)
-        asked = [{"partition": int(storage.basename(f)[1:6])} for f in _files(_p(work, "pairs"))]
+        asked = [Part(int(storage.basename(f)[1:6])) for f in _files(_p(work, "pairs"))]
         res = list(ctx.map(_verify_task, asked, fn_kwargs={"work": work, "mode": d.verify, "threshold": d.threshold,
                                                            "prefilter": d.prefilter}))
         edges["verified"] = sum(r["verified"] for r in res)
@@ -465,8 +510,8 @@ class DedupStage(ShardStage):
 
     def _keepers(self, ctx, work: str, parts: int, d: DedupConfig) -> dict:
         member_shards = sorted(int(n[1:]) for n in storage.listdir(_p(work, "members")) if n.startswith("s"))
-        list(ctx.map(_lookup_task, [{"shard": s} for s in member_shards], fn_kwargs={"work": work, "n_parts": parts}))
-        keep = [{"partition": int(n[1:])} for n in storage.listdir(_p(work, "keep")) if n.startswith("p")]
+        list(ctx.map(_lookup_task, [ShardNo(s) for s in member_shards], fn_kwargs={"work": work, "n_parts": parts}))
+        keep = [Part(int(n[1:])) for n in storage.listdir(_p(work, "keep")) if n.startswith("p")]
         res = list(ctx.map(_keeper_task, keep, fn_kwargs={"work": work, "priority": d.source_priority, "out_dir": ctx.tmp}))
         hist: Counter = Counter()
         for r in res:
