@@ -553,11 +553,7 @@ def datatrove_clusters(out: Path) -> tuple[list[list[str]], int, int]:
 # ----------------------------------------------------------------------- end to end: siftmix
 def siftmix_dedup(corpus: Path, out: Path, workers: int, measure_fn) -> dict:
     """(d) ``siftmix run CONFIG.yaml`` with stages [ingest, dedup] on the corpus. Returns the
-    figures, or {"skipped": why} while the dedup stage is not built."""
-    from siftmix.pipeline import runner
-
-    if not hasattr(runner, "run_dedup"):
-        return {"skipped": "siftmix.pipeline.runner has no run_dedup yet (the dedup stage is being built): (d) not run"}
+    figures."""
     import pyarrow.parquet as pq
     import yaml
     from siftmix.pipeline.config import ConfigError, config_from_dict
