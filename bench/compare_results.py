@@ -27,6 +27,8 @@ METRICS = [
     ("dedup", "dedup: signatures (MB/s/core)", "signatures.methods.siftmix.mb_s_per_core", "speed", "ours"),
     ("dedup", "dedup: the stage, 64 MB (wall s)", "end_to_end.methods.siftmix.stage_wall_s", "wall", "ours"),
     ("dedup", "dedup: siftmix run [ingest, dedup], 64 MB (wall s)", "end_to_end.methods.siftmix.wall_s", "wall", "ours"),
+    ("dedup-e2e", "dedup: the stage, 64 MB, rerun back to back (wall s)", "end_to_end.methods.siftmix.stage_wall_s", "wall", "ours"),
+    ("dedup-e2e", "dedup: siftmix run [ingest, dedup], rerun back to back (wall s)", "end_to_end.methods.siftmix.wall_s", "wall", "ours"),
     ("dedup", "dedup: rensa signatures (reference)", "signatures.methods.rensa.mb_s_per_core", "speed", "reference"),
     ("dedup", "dedup: rensa + datasketch script, 64 MB (reference, wall s)", "end_to_end.methods.rensa.wall_s", "wall", "reference"),
     ("decontam", "decontam: both passes (MB/s/core)", "siftmix.mb_s_per_core", "speed", "ours"),
@@ -52,6 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("after", type=Path)
     ap.add_argument("--name", default="before-after")
     ap.add_argument("--before-commit", default="")
+    ap.add_argument("--extra", type=Path, help="a JSON file of further before/after figures to include as they are")
     a = ap.parse_args(argv)
     rows = []
     for f, label, path, kind, who in METRICS:
@@ -66,7 +69,8 @@ def main(argv: list[str] | None = None) -> dict:
            "after": {"folder": str(a.after), "commit": commit()}, "machine": machine(),
            "note": "faster_after > 1: the code after the change is faster; reference rows are code that did not change "
                    "(peers, bare loops): their spread is the machine's drift between the two runs",
-           "rows": rows, "command": f"python -m bench.compare_results {a.before} {a.after} --name {a.name}"}
+           "rows": rows, **({"extra": json.loads(a.extra.read_text())} if a.extra else {}), "command": f"python -m bench.compare_results {a.before} {a.after} --name {a.name}"
+                                                   + (f" --extra {a.extra}" if a.extra else "")}
     (RESULTS / f"{a.name}.json").write_text(json.dumps(out, indent=1) + "\n")
     for r in rows:
         print(f"  {r['metric']:<62} " + ("missing" if r.get("missing") else
