@@ -42,6 +42,15 @@ def get(name: str) -> Stage:
     raise KeyError(f"no stage named {name!r} (stages: {', '.join(names())})")
 
 
+def stage_before(stage: str, among) -> str | None:
+    """The last pipeline stage before ``stage`` (a variant: before the stage it stands for) that is
+    in ``among`` (the configured stages, or the stages present in a run folder); None if none."""
+    pos = get(stage).input_of or stage
+    order = names()
+    before = [s for s in order[: order.index(pos)] if s in among] if pos in order else []
+    return before[-1] if before else None
+
+
 def all_stages() -> list[Stage]:
     """Pipeline stages and variants, in folder order (the run report's order)."""
     return sorted(STAGES + VARIANTS, key=lambda s: (s.folder, s.input_of is not None))

@@ -149,16 +149,9 @@ def _sources_table(stage: str, c: dict) -> str:
                                           "bytes in", "bytes kept", "files"], rows, ' class="sortable"')
 
 
-def _earlier_stage(stage: str, manifests: dict) -> str | None:
-    """For a manifest that does not name its input: the last pipeline stage before it in the run."""
-    order = registry.names()
-    try:
-        pos = registry.get(stage).input_of or stage
-    except KeyError:
-        return None
-    present = {m.get("stage") for m in manifests.values()}
-    before = [s for s in order[: order.index(pos)] if s in present] if pos in order else []
-    return before[-1] if before else None
+def _earlier_stage(st, manifests: dict) -> str | None:
+    """For a manifest that does not name its input: the last stage before it present in the run."""
+    return registry.stage_before(st.name, {m.get("stage") for m in manifests.values()}) if st is not None else None
 
 
 def _section(run_dir: str, folder: str, m: dict, manifests: dict) -> str:
@@ -168,7 +161,7 @@ def _section(run_dir: str, folder: str, m: dict, manifests: dict) -> str:
     except KeyError:  # a folder left by a stage that is no longer registered: counts only
         st = None
     source = m.get("input_stage") or ("the configured sources" if st is not None and not st.reads_upstream
-                                      else _earlier_stage(stage, manifests))
+                                      else _earlier_stage(st, manifests))
     parts = [f'<section id="{folder}"><h2>{esc(folder)}: {esc(stage)}</h2>',
              f'<p>wall time {_secs(_wall(m))}, throughput {_speed(m, manifests)}'
              + (f" · input: {esc(source)}" if source else "") + f' · <a href="{folder}/{MANIFEST}">{MANIFEST}</a></p>']

@@ -34,12 +34,10 @@ def stage_dir(cfg, stage: str | Stage) -> str:
 def previous_stage(cfg, stage: str | Stage) -> str:
     """The configured stage that feeds ``stage``: the last one before it in pipeline order."""
     st = stage_of(stage)
-    order = registry.names()
-    pos = st.input_of or st.name
-    before = [s for s in order[: order.index(pos)] if s in cfg.stages] if pos in order else []
-    if not before:
+    prev = registry.stage_before(st.name, cfg.stages)
+    if prev is None:
         raise StageError(f"stage {st.name!r} needs an earlier stage in `stages` (at least ingest)")
-    return before[-1]
+    return prev
 
 
 def upstream(cfg, stage: str | Stage) -> Upstream:

@@ -15,6 +15,7 @@ and the config, never on the workers, so the same run gives byte-identical files
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -182,7 +183,7 @@ class Processed(NamedTuple):
     extra: dict | None = None
 
 
-class ShardWorker:
+class ShardWorker(ABC):
     """What a shard stage runs on a worker: :meth:`setup` once (per actor or task), then
     :meth:`open` per shard and :meth:`process` per batch. Pure: no Ray, no other stage."""
 
@@ -194,6 +195,7 @@ class ShardWorker:
 
     def setup(self) -> None:
         """Load what every shard needs (a model, an index); called once per actor or task."""
+        return None
 
     def open(self, shard: ShardRef) -> Any:
         """Per-shard state handed to every :meth:`process` call of that shard."""
@@ -211,8 +213,9 @@ class ShardWorker:
         """The stage's own per-shard counts, at zero."""
         return {}
 
+    @abstractmethod
     def process(self, batch: pa.Table, state: Any) -> Processed:
-        raise NotImplementedError
+        """One batch -> kept rows, rejected rows, counts."""
 
     def file_name(self, shard: ShardRef) -> str:
         return shard.name + ".parquet"

@@ -18,6 +18,7 @@ duplicates).
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ class Upstream:
         return self.manifest["counts"]["kept"]
 
 
-class Stage:
+class Stage(ABC):
     """One step of the pipeline. Subclass it, set the class attributes, implement :meth:`run`."""
 
     name: str = ""                      # CLI command, `stages:` entry, manifest "stage"
@@ -69,6 +70,7 @@ class Stage:
 
     def check(self, cfg) -> None:
         """Static checks across config sections; raise ValueError with a one-line message."""
+        return None
 
     def hash_inputs(self, cfg) -> dict:
         """What the stage's config hash covers (a change reruns the stage)."""
@@ -78,8 +80,9 @@ class Stage:
     def input_fingerprint(self, cfg, upstream: Upstream | None) -> str:
         return upstream.manifest["output_fingerprint"]
 
+    @abstractmethod
     def run(self, ctx: StageContext) -> dict:
-        raise NotImplementedError
+        """Do the stage's work; return its own manifest fields (``counts`` at least)."""
 
     def summary(self, manifest: dict, out_dir: str) -> str:
         """The line logged when the stage has finished."""
@@ -108,8 +111,9 @@ class ShardStage(Stage):
         """Whole-input passes before the shard pass; returns manifest fields."""
         return {}
 
+    @abstractmethod
     def worker(self, ctx: StageContext, prepared: dict) -> ShardWorker:
-        raise NotImplementedError
+        """The picklable worker that the shard pass runs on every input shard."""
 
     def num_gpus(self, cfg) -> float:
         return 0
