@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 from pydantic import Field, ValidationInfo, field_validator
@@ -21,6 +22,29 @@ class MixConfig(Strict):
     shard_tokens: int = Field(50_000_000, gt=0, description="tokens per output shard (a shard ends at a document boundary)")
     tokenized: bool = Field(True, description="also write token ids (.bin, uint16) with document offsets (.idx.npy)")
     partition_bytes: int = Field(256 * 2**20, gt=0, description="bytes of text per shuffle partition (held in one task)")
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, w in v.items():
+            if not math.isfinite(w):
+                raise ValueError(f"the weight of {name!r} is {w}: give a number from 0 to 1")
+            if w < 0:
+                raise ValueError(f"the weight of {name!r} is negative ({w:g})")
+        total = math.fsum(v.values())
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"the weights must sum to 1 (they sum to {total:.6g}): they are shares of the "
+                             "training tokens")
+        return v
+
+    @field_validator("max_epochs")
+    @classmethod
+    def _epochs(cls, v: float | dict[str, float]) -> float | dict[str, float]:
+        for name, e in (v.items() if isinstance(v, dict) else [("", v)]):
+            if not math.isfinite(e) or e <= 0:
+                raise ValueError(f"{'the cap of ' + repr(name) if name else 'the cap'} must be a positive number "
+                                 f"of epochs (got {e})")
+        return v
 
     @field_validator("tokenizer")
     @classmethod

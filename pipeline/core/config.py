@@ -11,6 +11,7 @@ import glob
 import os
 from pathlib import Path
 
+from siftmix.pipeline.core import storage
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo
 
 
@@ -33,7 +34,7 @@ def existing_paths(paths: list[str], info: ValidationInfo) -> list[str]:
     for p in paths:
         full = resolve_path(p, info)
         if glob.has_magic(full):
-            if not glob.glob(full, recursive=True):
+            if not storage.glob(full):
                 raise ValueError(f"no file matches {p!r}")
         elif not os.path.exists(full):
             raise ValueError(f"path does not exist: {p!r}")

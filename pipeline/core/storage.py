@@ -14,12 +14,15 @@ half-written one that looks finished.
 from __future__ import annotations
 
 import errno
+import fnmatch
 import glob as _glob
 import hashlib
+import io
 import json
 import os
 import shutil
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -65,9 +68,67 @@ def list_files(folder: str, suffix: str = "") -> list[str]:
             and os.path.isfile(os.path.join(folder, f))]
 
 
+def _walk(folder: str, hidden: bool = False) -> Iterator[tuple[str, list[str], list[str]]]:
+    """os.walk that follows symlinked folders but enters each real folder once: a link loop
+    (``self -> .``, ``up -> ..``) is neither a hang nor the same file many times.
+    ``hidden``: also enter dot-folders."""
+    seen: set[tuple[int, int]] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        try:
+            st = os.stat(root)
+        except OSError:
+            dirs[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        keep = []
+        for d in sorted(dirs):
+            if not hidden and d.startswith("."):
+                continue
+            try:
+                sd = os.stat(os.path.join(root, d))
+            except OSError:  # a dangling link
+                continue
+            if (sd.st_dev, sd.st_ino) not in seen:
+                keep.append(d)
+        dirs[:] = keep
+        yield root, dirs, sorted(files)
+
+
+def _component_match(parts: list[str], pats: list[str]) -> bool:
+    """glob's matching of path components, ``**`` standing for any number of folders; names
+    that start with a dot match only patterns that do."""
+    if not pats:
+        return not parts
+    p = pats[0]
+    if p == "**":
+        if _component_match(parts, pats[1:]):
+            return True
+        return bool(parts) and not parts[0].startswith(".") and _component_match(parts[1:], pats)
+    if not parts or (parts[0].startswith(".") and not p.startswith(".")):
+        return False
+    return fnmatch.fnmatchcase(parts[0], p) and _component_match(parts[1:], pats[1:])
+
+
 def glob(pattern: str) -> list[str]:
-    """Sorted matches of a glob (``**`` recursive)."""
-    return sorted(_glob.glob(pattern, recursive=True))
+    """Sorted matches of a glob; ``**`` is recursive and safe against symlink loops (Python's
+    glob follows a ``self -> .`` link until the path is too long)."""
+    if "**" not in pattern:
+        return sorted(_glob.glob(pattern))
+    parts = pattern.split(os.sep)
+    i = next(k for k, part in enumerate(parts) if _glob.has_magic(part))
+    root = os.sep.join(parts[:i]) or (os.sep if pattern.startswith(os.sep) else ".")
+    pats = [q for q in parts[i:] if q]
+    out = []
+    for dirpath, dirs, files in _walk(root, hidden=any(q.startswith(".") for q in pats)):
+        rel = os.path.relpath(dirpath, root)
+        base = [] if rel == "." else rel.split(os.sep)
+        out += [os.path.join(dirpath, n) for n in (*dirs, *files) if _component_match(base + [n], pats)]
+        if not base and _component_match([], pats):
+            out.append(root)
+    return sorted(set(out))
 
 
 def has_magic(path: str) -> bool:
@@ -75,10 +136,11 @@ def has_magic(path: str) -> bool:
 
 
 def walk_files(folder: str) -> Iterator[str]:
-    """Every file under ``folder``, recursively, skipping dotfiles and dot-folders."""
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        yield from (os.path.join(root, f) for f in files if not f.startswith("."))
+    """Every file under ``folder``, recursively, skipping dotfiles and dot-folders; symlinked
+    folders are followed, each real folder once."""
+    for root, _dirs, files in _walk(folder):
+        yield from (os.path.join(root, f) for f in files
+                    if not f.startswith(".") and os.path.isfile(os.path.join(root, f)))  # not a dangling link
 
 
 def makedirs(path: str) -> None:
@@ -111,22 +173,176 @@ def open_read(path: str):
     return open(path, "rb")
 
 
-def open_decompressed(path: str):
-    """A possibly compressed file (gzip ``.gz``, zstd ``.zst``/``.zstd``, plain) for binary reading."""
-    import gzip
-    import io
+class StreamDamage(Exception):
+    """A compressed input is damaged: ``kind`` is ``truncated`` (it ends inside a gzip member
+    or zstd frame, or holds no data at all) or ``corrupt`` (the decompressor rejects it);
+    ``offset`` is the byte of the compressed file where the damage starts. Everything before
+    it has been delivered."""
 
+    def __init__(self, kind: str, offset: int | None, message: str):
+        super().__init__(message)
+        self.kind, self.offset = kind, offset
+
+
+def compression_of(path: str) -> str | None:
     lower = path.lower()
     if lower.endswith(".gz"):
-        raw = open_read(path)
-        gz = gzip.GzipFile(fileobj=raw, mode="rb")
-        gz.myfileobj = raw  # closed with it, as gzip.open does for a path
-        return gz
+        return "gzip"
     if lower.endswith((".zst", ".zstd")):
+        return "zstd"
+    return None
+
+
+class _Decompressing(io.RawIOBase):
+    """gzip (all members) or zstd (all frames) decompressed from a binary stream, checked: a
+    stream that ends inside a member/frame, an empty file, or bytes the decompressor rejects
+    raise :class:`StreamDamage` once every byte decodable before the damage has been read
+    (Python's gzip loses the output of the buffer that failed; zstandard's stream reader
+    stops at a truncated frame with no error at all)."""
+
+    CHUNK = 1 << 16
+
+    def __init__(self, raw, kind: str, start: int = 0):
+        self.raw, self.kind = raw, kind
+        self.pos = start           # bytes of the compressed stream consumed
+        self.member_start = start  # where the current gzip member / zstd frame starts
+        self.fed = False           # the current member/frame has been given bytes
+        self.any = False           # any byte at all
+        self.d = self._new()
+        self.out: list[bytes] = []
+        self.head = 0              # read position in out[0]
+        self.error: StreamDamage | None = None
+        self.done = False
+
+    def _new(self):
+        if self.kind == "gzip":
+            return zlib.decompressobj(31)
         import zstandard
 
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open_read(path), closefd=True), 1 << 20)
-    return open_read(path)
+        return zstandard.ZstdDecompressor().decompressobj()
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if not self.closed:
+            self.raw.close()
+        super().close()
+
+    def readinto(self, b) -> int:
+        while not self.out:
+            if self.error is not None:
+                err, self.error = self.error, None
+                self.done = True
+                raise err
+            if self.done:
+                return 0
+            self._fill()
+        first = self.out[0]
+        n = min(len(b), len(first) - self.head)
+        b[:n] = first[self.head:self.head + n]
+        self.head += n
+        if self.head == len(first):
+            self.out.pop(0)
+            self.head = 0
+        return n
+
+    def _damage(self, kind: str, offset: int, message: str) -> None:
+        self.error = StreamDamage(kind, offset, message)
+
+    def _fill(self) -> None:
+        chunk = self.raw.read(self.CHUNK)
+        if not chunk:
+            self.done = True
+            unit = "gzip member" if self.kind == "gzip" else "zstd frame"
+            if not self.any:
+                self._damage("truncated", self.pos, f"empty {self.kind} file (0 bytes, no {unit})")
+            elif self.fed:
+                self._damage("truncated", self.pos, f"the file ends at byte {self.pos:,}, inside a {unit} "
+                             f"that starts at byte {self.member_start:,}")
+            return
+        self.any = True
+        offset, self.pos = self.pos, self.pos + len(chunk)
+        data = chunk
+        while data:
+            if not self.fed and self.kind == "gzip" and not data.strip(b"\0"):
+                return  # zero padding after the last member (as gzip allows)
+            try:
+                piece = self.d.decompress(data)
+            except Exception as err:  # zlib.error, zstandard.ZstdError
+                self._recover(data, offset, err)
+                return
+            self.fed = True
+            if piece:
+                self.out.append(piece)
+            if self.d.eof:
+                rest = self.d.unused_data
+                offset += len(data) - len(rest)
+                self.member_start, self.fed, self.d, data = offset, False, self._new(), rest
+            else:
+                data = b""
+
+    def _recover(self, data: bytes, offset: int, err: Exception) -> None:
+        """The decompressor failed somewhere in ``data`` (which starts at ``offset``): decode the
+        member again up to ``offset``, then ``data`` byte by byte, so that every byte before the
+        damage is delivered and the damage is named to the byte."""
+        d, out, at, fed = self._new(), [], offset, self.fed
+        try:
+            if offset > self.member_start:  # replay the member (its output was delivered already)
+                self.raw.seek(self.member_start)
+                left = offset - self.member_start
+                while left > 0 and (block := self.raw.read(min(left, 1 << 20))):
+                    left -= len(block)
+                    d.decompress(block)
+            for i in range(len(data)):
+                at = offset + i
+                byte = data[i:i + 1]
+                if not fed and self.kind == "gzip" and byte == b"\0":
+                    continue
+                fed = True
+                if piece := d.decompress(byte):
+                    out.append(piece)
+                if d.eof:  # a member ended cleanly here: the damage is in a later one
+                    d, fed = self._new(), False
+        except Exception as found:  # noqa: BLE001 - the same damage, now found to the byte
+            err = found
+        self.out += out
+        self.done = True
+        why = str(err) or type(err).__name__
+        if "data check" in why or "checksum" in why:  # the trailer: the damage is somewhere in the member
+            unit = "gzip member" if self.kind == "gzip" else "zstd frame"
+            self._damage("corrupt", self.member_start, f"the checksum of the {unit} that starts at byte "
+                         f"{self.member_start:,} fails: its text may be damaged ({why})")
+        else:
+            self._damage("corrupt", at, f"{self.kind} data is corrupt at byte {at:,} ({why})")
+
+
+def open_decompressed(path: str, start: int = 0):
+    """A possibly compressed file (gzip ``.gz``, zstd ``.zst``/``.zstd``, plain) for binary
+    reading; a damaged compressed file raises :class:`StreamDamage` after its good bytes.
+    ``start``: begin at this byte of the (compressed) file (a member/frame boundary)."""
+    kind = compression_of(path)
+    raw = open_read(path)
+    if start:
+        raw.seek(start)
+    if kind is None:
+        return raw
+    return io.BufferedReader(_Decompressing(raw, kind, start), 1 << 20)
+
+
+def compressed_damage(path: str, start: int = 0) -> StreamDamage | None:
+    """Decompress a gzip/zstd file from byte ``start`` (a member boundary) to its end and
+    return its damage, if any: the check of files another library (fastwarc) decompresses,
+    which stops at a truncated member in silence."""
+    if compression_of(path) is None:
+        return None
+    try:
+        with open_decompressed(path, start) as fh:
+            while fh.read(1 << 20):
+                pass
+    except StreamDamage as err:
+        return err
+    return None
 
 
 def open_write(path: str):

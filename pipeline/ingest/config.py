@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
@@ -14,13 +15,23 @@ Format = Literal["auto", "wet", "warc", "jsonl", "parquet", "txt"]
 class SourceConfig(Strict):
     """One input source: a name, where its files are, and how to read them."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", description="source name, e.g. common_crawl, wikipedia")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$",
+                      description="source name, e.g. common_crawl, wikipedia: letters, digits, _ . - "
+                      "(starting with a letter or digit: it names files and folders)")
     paths: list[str] = Field(min_length=1, description="files, folders or globs (relative to the config file)")
     format: Format = Field("auto", description="auto detects from the file name")
     filter: bool = Field(False, description="apply the quality filter to this source (GPT-3: Common Crawl only)")
     text_field: str = "text"
     id_field: str | None = Field("id", description="field holding a stable id; None derives one from file+record")
     url_field: str | None = "url"
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _safe_name(cls, v: Any) -> Any:
+        if isinstance(v, str) and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}", v):
+            raise ValueError(f"source name {v!r} is not allowed: it names files and folders, so it must start "
+                             "with a letter or digit and hold only letters, digits, '_', '.' and '-' (at most 100)")
+        return v
 
     @field_validator("paths", mode="before")
     @classmethod
@@ -39,6 +50,9 @@ class IngestConfig(Strict):
     on_bad_encoding: Literal["repair", "reject"] = Field(
         "repair", description="invalid UTF-8: repair with U+FFFD (meta.repaired_encoding) or reject as bad_encoding"
     )
+    control_chars: Literal["strip", "keep", "reject"] = Field(
+        "strip", description="C0 control characters other than tab and newline (NUL, BEL, ESC, VT, FF, ...): "
+        "strip them from the text, keep them, or reject the document as control_chars")
     html_extractor: Literal["resiliparse", "trafilatura"] = "resiliparse"
     main_content: bool = Field(True, description="WARC HTML: keep the main content only (drop navigation, footers)")
     keep_rejected_text: bool = Field(True, description="store the text of rejected documents in rejected/")

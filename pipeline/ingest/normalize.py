@@ -98,20 +98,41 @@ def _nfc(text: pa.Array) -> pa.Array:
     return pc.replace_with_mask(text, pa.array(mask), repl)
 
 
-def normalize_text(text: pa.Array) -> pa.Array:
-    """NFC, ``\\n`` newlines, no leading/trailing whitespace. Vectorised over the batch."""
+#: C0 control characters other than tab and newline (``\r`` is a newline by then)
+CONTROL_RE = "[\\x00-\\x08\\x0b-\\x1f]"
+_CONTROL_BYTES = np.array([b for b in range(32) if b not in (9, 10, 13)], np.uint8)
+
+
+def _has_control(arr: pa.Array) -> bool:
+    """Whether any string holds a C0 control character other than tab/newline/CR: one numpy
+    pass over the data buffer (UTF-8 never uses bytes below 0x80 inside a multi-byte character)."""
+    data = arr.buffers()[2]
+    if data is None:
+        return False
+    b = np.frombuffer(data, np.uint8)
+    return bool(np.isin(b[b < 32], _CONTROL_BYTES).any())
+
+
+def normalize_text(text: pa.Array, control_chars: str = "keep") -> pa.Array:
+    """NFC, ``\\n`` newlines, C0 control characters stripped (``control_chars="strip"``), no
+    leading/trailing whitespace. Vectorised over the batch."""
     text = _nfc(text)
     if _has_byte(text, 13):  # \r
         text = pc.replace_substring(pc.replace_substring(text, "\r\n", "\n"), "\r", "\n")
+    if control_chars == "strip" and _has_control(text):
+        text = pc.replace_substring_regex(text, CONTROL_RE, "")
     return pc.utf8_trim_whitespace(text)
 
 
 def normalize_batch(raw: pa.Table, cfg: IngestConfig) -> tuple[pa.Table, pa.Table]:
     """Split a RAW_SCHEMA batch into (documents, rejected). Every row ends in exactly one."""
-    text = normalize_text(raw["text"].combine_chunks() if isinstance(raw["text"], pa.ChunkedArray) else raw["text"])
+    text = normalize_text(raw["text"].combine_chunks() if isinstance(raw["text"], pa.ChunkedArray) else raw["text"],
+                          cfg.control_chars)
     n_chars = pc.utf8_length(text)
     reason = pc.if_else(pc.less(n_chars, cfg.min_chars), "too_short",
                         pc.if_else(pc.greater(n_chars, cfg.max_chars), "too_long", pa.scalar(None, pa.string())))
+    if cfg.control_chars == "reject" and _has_control(text):
+        reason = pc.if_else(pc.fill_null(pc.match_substring_regex(text, CONTROL_RE), False), "control_chars", reason)
     reason = pc.coalesce(raw["error"], pc.if_else(pc.is_null(text), "too_short", reason))
     is_rejected = pc.is_valid(reason)
     kept = pa.table({"id": raw["id"], "source": raw["source"], "text": text, "url": raw["url"], "meta": raw["meta"]},

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import os
 import zlib
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+import pyarrow as pa
 import zstandard
 from siftmix.pipeline.core import storage
 from siftmix.pipeline.core.errors import InputError
@@ -66,14 +68,29 @@ class Columns:
         self.add(r.id, r.text, r.url, META_JSON(r.meta), r.error)
 
 
+class ReadFailure(Exception):
+    """A file could not be read on (an I/O error of the disk, or a bug): ``records`` is how many
+    records had been read whole, ``cause`` the error."""
+
+    def __init__(self, records: int, cause: BaseException):
+        super().__init__(f"after record {records}: {cause}")
+        self.records, self.cause = records, cause
+
+
 def columns(records: Iterator[Raw], batch_rows: int) -> Iterator[Columns]:
-    """Group a reader's records into column batches."""
-    cols = Columns()
-    for r in records:
-        cols.add_raw(r)
-        if len(cols) >= batch_rows:
-            yield cols
-            cols = Columns()
+    """Group a reader's records into column batches (a failure says how many records came)."""
+    cols, n = Columns(), 0
+    try:
+        for r in records:
+            cols.add_raw(r)
+            n += 1
+            if len(cols) >= batch_rows:
+                yield cols
+                cols = Columns()
+    except (InputError, GeneratorExit):
+        raise
+    except Exception as err:
+        raise ReadFailure(n, err) from err
     if len(cols):
         yield cols
 
@@ -90,6 +107,9 @@ _SUFFIX_FORMATS = [
 ]
 
 
+SUFFIXES = tuple(dict.fromkeys(suffix for suffix, _ in _SUFFIX_FORMATS))
+
+
 def detect_format(path: str) -> str | None:
     name = os.path.basename(path).lower()
     for suffix, fmt in _SUFFIX_FORMATS:
@@ -99,16 +119,18 @@ def detect_format(path: str) -> str | None:
 
 
 def expand_paths(paths: list[str]) -> list[str]:
-    """Files named by paths, folders (recursive) and globs; sorted, deduplicated."""
-    out: set[str] = set()
+    """Files named by paths, folders (recursive) and globs; sorted, and each real file once
+    (a file reached through two symlinks, or a folder and a glob, is read once)."""
+    out: dict[str, str] = {}
     for p in paths:
         matches = storage.glob(p) if storage.has_magic(p) else [p]
         for m in matches:
-            if storage.isdir(m):
-                out.update(storage.walk_files(m))
-            elif storage.exists(m):
-                out.add(m)
-    return sorted(os.path.abspath(f) for f in out)
+            for f in (storage.walk_files(m) if storage.isdir(m) else [m] if os.path.isfile(m) else []):
+                f = os.path.abspath(f)
+                real = os.path.realpath(f)
+                if real not in out or f < out[real]:
+                    out[real] = f
+    return sorted(out.values())
 
 
 def source_files(src: SourceConfig) -> list[tuple[str, str, str]]:
@@ -136,13 +158,50 @@ def derived_id(source: str, rel: str, offset: int | str) -> str:
 open_binary = storage.open_decompressed
 
 
-_TRUNCATION_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile, zstandard.ZstdError)
+_TRUNCATION_ERRORS = (storage.StreamDamage, EOFError, zlib.error, gzip.BadGzipFile, zstandard.ZstdError)
 
 
 def _truncation_record(source: str, rel: str, where: str, err: BaseException) -> Raw:
-    reason = "truncated_file" if isinstance(err, EOFError) else "corrupt_file"
-    return Raw(derived_id(source, rel, f"error@{where}"), None, None,
-               {"file": rel, "after": where, "error": f"{type(err).__name__}: {err}"}, reason)
+    """The one rejected row that names where a file's damage starts: ``after`` is the last
+    record read whole (``line N``, ``record N``, ``row N``), ``offset`` the byte of the file."""
+    if isinstance(err, storage.StreamDamage):
+        reason = "truncated_file" if err.kind == "truncated" else "corrupt_file"
+        meta = {"file": rel, "after": where, **({} if err.offset is None else {"offset": err.offset}),
+                "error": str(err)}
+    else:
+        reason = "truncated_file" if isinstance(err, EOFError) else "corrupt_file"
+        meta = {"file": rel, "after": where, "error": f"{type(err).__name__}: {err}"}
+    return Raw(derived_id(source, rel, f"error@{where}"), None, None, meta, reason)
+
+
+_BOMS = [(b"\x00\x00\xfe\xff", "utf-32-be"), (b"\xff\xfe\x00\x00", "utf-32-le"),
+         (b"\xfe\xff", "utf-16-be"), (b"\xff\xfe", "utf-16-le")]
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def bom_encoding(head: bytes) -> str | None:
+    """The UTF-16/32 encoding a byte-order mark at the start of a file announces, if any."""
+    for bom, enc in _BOMS:
+        if head.startswith(bom):
+            return enc
+    return None
+
+
+def _lines(fh, enc: str | None) -> Iterator[bytes]:
+    """The lines of a binary file as UTF-8 bytes: a UTF-8 byte-order mark is dropped; a
+    UTF-16/32 file (its BOM says which) is decoded and re-encoded."""
+    if enc is None:
+        first = True
+        for raw in fh:
+            if first:
+                first = False
+                if raw.startswith(UTF8_BOM):
+                    raw = raw[3:]
+            yield raw
+        return
+    text = io.TextIOWrapper(fh, encoding=enc.removesuffix("-le").removesuffix("-be"), newline="")
+    for line in text:
+        yield line.encode("utf-8", "surrogatepass")
 
 
 def decode_utf8(data: bytes, on_bad_encoding: str) -> tuple[str, str | None]:
@@ -171,12 +230,15 @@ def read_jsonl(path: str, rel: str, src: SourceConfig, on_bad_encoding: str = "r
     seen_ids: set[str] = set()
     try:
         with open_binary(path) as fh:
-            for raw in fh:
+            file_enc = bom_encoding(fh.peek(4)[:4])
+            for raw in _lines(fh, file_enc):
                 lineno += 1
                 if not raw.strip():
                     continue
                 line, enc = decode_utf8(raw, on_bad_encoding)
                 meta = {"file": rel, "line": lineno}
+                if file_enc:
+                    meta["encoding"] = file_enc
                 if enc == "repaired":
                     meta["repaired_encoding"] = True
                 try:
@@ -204,12 +266,17 @@ def read_jsonl(path: str, rel: str, src: SourceConfig, on_bad_encoding: str = "r
                 url = url if isinstance(url, str) else None
                 meta.update(_small_meta(obj, skip))
                 if not isinstance(text, str):
-                    meta["error"] = f"field {text_field!r} is " + ("missing" if text is None else f"a {type(text).__name__}, not a string")
+                    meta["error"] = f"field {text_field!r} is " + (
+                        "missing" if text_field not in obj else "null" if text is None
+                        else f"a {type(text).__name__}, not a string")
                     yield Raw(doc_id, line.rstrip("\r\n"), url, meta, f"missing_field:{text_field}")
                     continue
                 yield Raw(doc_id, text, url, meta, "bad_encoding" if enc == "bad_encoding" else None)
     except _TRUNCATION_ERRORS as err:
         yield _truncation_record(source, rel, f"line {lineno}", err)
+    except UnicodeDecodeError as err:  # a UTF-16/32 file (by its BOM) that is not valid there
+        yield _truncation_record(source, rel, f"line {lineno}", storage.StreamDamage(
+            "corrupt", None, f"not valid {file_enc} after line {lineno} ({err.reason})"))
 
 
 # --------------------------------------------------------------------------- text files
@@ -222,8 +289,16 @@ def read_txt(path: str, rel: str, src: SourceConfig, on_bad_encoding: str = "rep
     except _TRUNCATION_ERRORS as err:
         yield _truncation_record(src.name, rel, "start", err)
         return
-    text, enc = decode_utf8(data, on_bad_encoding)
     meta = {"file": rel, "title": Path(rel).name.split(".")[0]}
+    if file_enc := bom_encoding(data[:4]):
+        meta["encoding"] = file_enc
+        codec = file_enc.removesuffix("-le").removesuffix("-be")
+        try:
+            data = data.decode(codec).encode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            data = data.decode(codec, "replace").encode("utf-8", "surrogatepass")
+            meta["repaired_encoding"] = True
+    text, enc = decode_utf8(data.removeprefix(UTF8_BOM), on_bad_encoding)
     if enc == "repaired":
         meta["repaired_encoding"] = True
     yield Raw(derived_id(src.name, rel, 0), text, None, meta, "bad_encoding" if enc == "bad_encoding" else None)
@@ -232,14 +307,32 @@ def read_txt(path: str, rel: str, src: SourceConfig, on_bad_encoding: str = "rep
 # --------------------------------------------------------------------------- Parquet
 
 def read_parquet(path: str, rel: str, src: SourceConfig, on_bad_encoding: str = "repair") -> Iterator[Raw]:
-    pf = storage.parquet_file(path)
+    row = 0
+    try:
+        pf = storage.parquet_file(path)
+    except (OSError, pa.ArrowException) as err:  # no footer: not Parquet, or cut short
+        if isinstance(err, OSError) and err.errno is not None:
+            raise
+        yield _truncation_record(src.name, rel, "row 0", storage.StreamDamage(
+            "corrupt", None, f"not a readable Parquet file ({err})"))
+        return
     names = set(pf.schema_arrow.names)
     if src.text_field not in names:
         raise InputError(f"{path}: no column {src.text_field!r} (columns: {', '.join(sorted(names))})")
     cols = [c for c in (src.text_field, src.id_field, src.url_field) if c and c in names]
-    row = 0
     seen_ids: set[str] = set()
-    for batch in pf.iter_batches(columns=cols, batch_size=4096):
+    batches = pf.iter_batches(columns=cols, batch_size=4096)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            break
+        except (OSError, pa.ArrowException) as err:  # a damaged page or row group: keep what was read
+            if isinstance(err, OSError) and err.errno is not None:
+                raise
+            yield _truncation_record(src.name, rel, f"row {row}", storage.StreamDamage(
+                "corrupt", None, f"Parquet data is corrupt after row {row} ({err})"))
+            return
         d = batch.to_pydict()
         texts = d[src.text_field]
         ids = d.get(src.id_field) if src.id_field else None
@@ -260,46 +353,37 @@ def read_parquet(path: str, rel: str, src: SourceConfig, on_bad_encoding: str = 
                     error = error or enc
             if text is None:
                 error = error or f"missing_field:{src.text_field}"
+                meta["error"] = f"field {src.text_field!r} is null"
+            elif not isinstance(text, str):
+                error = error or f"missing_field:{src.text_field}"
+                meta["error"] = f"field {src.text_field!r} is a {type(text).__name__}, not a string"
+                text = None
             yield Raw(doc_id, text, urls[i] if urls is not None else None, meta, error)
             row += 1
 
 
 # --------------------------------------------------------------------------- WARC / WET
 
-def _verify_gzip_members(path: str, start: int) -> BaseException | None:
-    """Decompress the gzip members from byte ``start`` to the end of the file; returns the
-    truncation error, if any (zlib.error propagates: ``start`` is not a member boundary)."""
-    with storage.open_read(path) as fh:
-        if start >= os.fstat(fh.fileno()).st_size and start > 0:
-            raise zlib.error("offset past the end of the file")
-        fh.seek(start)
-        d, started = zlib.decompressobj(31), False
-        while chunk := fh.read(1 << 20):
-            while chunk:
-                started = True
-                d.decompress(chunk)
-                if d.eof:
-                    chunk, d, started = d.unused_data, zlib.decompressobj(31), False
-                else:
-                    chunk = b""
-        if started and not d.eof:
-            return EOFError("Compressed file ended before the end-of-stream marker was reached")
-    return None
-
-
-def gzip_tail_error(path: str, last_record_pos: int) -> BaseException | None:
-    """fastwarc stops silently at a truncated gzip stream. Common Crawl files hold one gzip
-    member per record, so checking from the last record's offset to the end is cheap; a file
-    that is one big member (or a bad offset) is checked whole."""
-    if not path.lower().endswith(".gz"):
+def archive_damage(path: str, last_record_pos: int) -> storage.StreamDamage | None:
+    """Where a ``.warc.gz``/``.wet.gz`` is damaged, if it is: fastwarc stops at a truncated gzip
+    member in silence, and names no position when a member is corrupt. Common Crawl files hold
+    one gzip member per record, so checking from the last good record's offset on is cheap; a
+    file that is one big member (the offset is no member boundary) is checked whole."""
+    if storage.compression_of(path) != "gzip":
         return None
     for start in dict.fromkeys((last_record_pos, 0)):
-        try:
-            return _verify_gzip_members(path, start)
-        except zlib.error as err:
-            if start == 0:
-                return err
+        err = storage.compressed_damage(path, start)
+        if err is None or start == 0 or not (err.kind == "corrupt" and err.offset == start):
+            return err
     return None
+
+
+def _archive_failure(path: str, rel: str, source: str, n: int, pos: int, err: BaseException) -> Raw:
+    """The rejected row of a WARC/WET file that fastwarc could not read on from record ``n``."""
+    found = archive_damage(path, pos)
+    if found is None:
+        found = storage.StreamDamage("corrupt", None, f"{type(err).__name__}: {err} (after the record at byte {pos:,})")
+    return _truncation_record(source, rel, f"record {n}", found)
 
 
 def read_wet(path: str, rel: str, src: SourceConfig, on_bad_encoding: str = "repair") -> Iterator[Raw]:
@@ -334,11 +418,16 @@ def read_wet_columns(path: str, rel: str, src: SourceConfig, on_bad_encoding: st
                     cut = True
                     why = (f"record body has {len(body)} of {rec.content_length} bytes"
                            if "Content-Length" in h else "record header without Content-Length")
-                    err = gzip_tail_error(path, pos)
+                    err = archive_damage(path, pos)
                     if err is not None:
-                        why += f" ({type(err).__name__}: {err})"
+                        why += f" ({err})"
                     cols.add(rid, body.decode("utf-8", "replace"), h.get("WARC-Target-URI"),
                              meta + f',"error":{json.dumps(why)}}}', "truncated_file")
+                elif (at := swallowed_record(body)) >= 0:
+                    why = (f"Content-Length {rec.content_length} runs into the next record (its header "
+                           f"starts at byte {at + 4} of this record's body)")
+                    cols.add(rid, body.decode("utf-8", "replace"), h.get("WARC-Target-URI"),
+                             meta + f',"error":{json.dumps(why)}}}', "corrupt_file")
                 else:
                     try:
                         cols.add(rid, body.decode("utf-8"), h.get("WARC-Target-URI"), meta + "}", None)
@@ -350,10 +439,12 @@ def read_wet_columns(path: str, rel: str, src: SourceConfig, on_bad_encoding: st
                 if len(cols) >= batch_rows:
                     yield cols
                     cols = Columns()
-        if not cut and (err := gzip_tail_error(path, pos)) is not None:
+        if not cut and (err := archive_damage(path, pos)) is not None:
             cols.add_raw(_truncation_record(src.name, rel, f"record {n}", err))
-    except _TRUNCATION_ERRORS as err:
-        cols.add_raw(_truncation_record(src.name, rel, f"record {n}", err))
+    except (OSError, *_TRUNCATION_ERRORS) as err:  # fastwarc: "Gzip decompression error"
+        if isinstance(err, OSError) and err.errno is not None:
+            raise ReadFailure(max(n - 1, 0), err) from err  # the disk, not the content: stops the stage
+        cols.add_raw(_archive_failure(path, rel, src.name, n, pos, err))
     if len(cols):
         yield cols
 
@@ -373,25 +464,67 @@ def html_to_text(html: bytes, extractor: str = "resiliparse", main_content: bool
     return extract_plain_text(s, main_content=main_content, alt_texts=False)
 
 
+_NEXT_RECORD = (b"\r\n\r\nWARC/1.0\r\n", b"\r\n\r\nWARC/1.1\r\n")
+
+
+def swallowed_record(block: bytes) -> int:
+    """Where a record's block holds the start of another WARC record (its Content-Length is
+    too large, so it runs into the next record), or -1."""
+    hits = [i for i in (block.find(m) for m in _NEXT_RECORD) if i >= 0]
+    return min(hits) if hits else -1
+
+
+def split_http(block: bytes) -> tuple[int | None, str, bytes]:
+    """(status, Content-Type, body) of an HTTP response block (a WARC ``response`` payload);
+    status None when the block has no HTTP status line."""
+    end, sep = block.find(b"\r\n\r\n"), 4
+    if end < 0:
+        end, sep = block.find(b"\n\n"), 2
+    if end < 0 or not block.startswith(b"HTTP/"):
+        return None, "", block
+    lines = block[:end].decode("latin-1").splitlines()
+    parts = lines[0].split()
+    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+    ctype = ""
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        if k.strip().lower() == "content-type":
+            ctype = v.strip()
+    return status, ctype, block[end + sep:]
+
+
 def read_warc(path: str, rel: str, src: SourceConfig, on_bad_encoding: str = "repair",
               extractor: str = "resiliparse", main_content: bool = True) -> Iterator[Raw]:
-    """Common Crawl WARC: one document per ``response`` record; HTML turned into text."""
+    """Common Crawl WARC: one document per ``response`` record; HTML turned into text. A record
+    whose block is shorter than its Content-Length is a ``truncated_file`` row."""
     from fastwarc.warc import ArchiveIterator, WarcRecordType
 
-    n, pos = 0, 0
+    n, pos, cut = 0, 0, False
     try:
         with storage.open_read(path) as fh:
-            for rec in ArchiveIterator(fh, record_types=WarcRecordType.response, parse_http=True):
+            for rec in ArchiveIterator(fh, record_types=WarcRecordType.response, parse_http=False):
                 n += 1
                 pos = rec.stream_pos
                 h = rec.headers
                 rid = (rec.record_id or "").strip("<>") or derived_id(src.name, rel, rec.stream_pos)
                 url = h.get("WARC-Target-URI")
                 meta = {"file": rel, "offset": rec.stream_pos, "warc_date": h.get("WARC-Date")}
-                body = rec.reader.read()
-                hh = rec.http_headers
-                status = hh.status_code if hh is not None else None
-                ctype = (hh.get("Content-Type") or "") if hh is not None else ""
+                block = rec.reader.read()
+                if len(block) < rec.content_length or h.get("Content-Length") is None:
+                    cut = True
+                    meta["error"] = (f"record block has {len(block)} of {rec.content_length} bytes"
+                                     if h.get("Content-Length") is not None else "record header without Content-Length")
+                    if (err := archive_damage(path, pos)) is not None:
+                        meta["error"] += f" ({err})"
+                    yield Raw(rid, None, url, meta, "truncated_file")
+                    continue
+                cut = False
+                if (at := swallowed_record(block)) >= 0:
+                    meta["error"] = (f"Content-Length {rec.content_length} runs into the next record (its "
+                                     f"header starts at byte {at + 4} of this record's block)")
+                    yield Raw(rid, None, url, meta, "corrupt_file")
+                    continue
+                status, ctype, body = split_http(block)
                 meta["http_status"] = status
                 meta["content_type"] = ctype.split(";")[0].strip()
                 if status is not None and status != 200:
@@ -410,10 +543,12 @@ def read_warc(path: str, rel: str, src: SourceConfig, on_bad_encoding: str = "re
                     yield Raw(rid, None, url, meta, "html_extraction_failed")
                     continue
                 yield Raw(rid, text, url, meta, None)
-        if (err := gzip_tail_error(path, pos)) is not None:
+        if not cut and (err := archive_damage(path, pos)) is not None:
             yield _truncation_record(src.name, rel, f"record {n}", err)
-    except _TRUNCATION_ERRORS as err:
-        yield _truncation_record(src.name, rel, f"record {n}", err)
+    except (OSError, *_TRUNCATION_ERRORS) as err:
+        if isinstance(err, OSError) and err.errno is not None:
+            raise
+        yield _archive_failure(path, rel, src.name, n, pos, err)
 
 
 READERS = {"jsonl": read_jsonl, "txt": read_txt, "parquet": read_parquet, "wet": read_wet, "warc": read_warc}

@@ -14,7 +14,7 @@ from siftmix.pipeline.core.stage import Stage, StageContext, reasons_text
 
 from .config import IngestConfig, SourceConfig
 from .normalize import IngestTask, iter_columns, normalize_batch, raw_table
-from .readers import source_files
+from .readers import SUFFIXES, ReadFailure, source_files
 
 
 def plan(cfg) -> list[IngestTask]:
@@ -55,11 +55,14 @@ class IngestWorker(ShardWorker):
                 yield batch
         except InputError:
             raise
-        except OSError as err:
-            what = f"{err.strerror or err}" + (f": {err.filename}" if getattr(err, "filename", None) else "")
+        except Exception as err:  # the disk failed, or a bug: one line naming file and record
+            if isinstance(err, ReadFailure):
+                n, err = err.records, err.cause
+            if isinstance(err, OSError):
+                what = f"{err.strerror or err}" + (f": {err.filename}" if getattr(err, "filename", None) else "")
+            else:
+                what = f"{type(err).__name__}: {err}"
             raise InputError(f"{task.path}: after record {n}: {what}") from None
-        except Exception as err:  # an unexpected bug: still one line naming file and record
-            raise InputError(f"{task.path}: record {n + 1}: {type(err).__name__}: {err}") from None
 
     def process(self, batch: pa.Table, state) -> Processed:
         return Processed(*normalize_batch(batch, self.cfg))
@@ -80,6 +83,13 @@ class IngestStage(Stage):
     config_model = IngestConfig
     reads_upstream = False
     help = """Ingest raw files (WET, WARC, JSONL[.gz|.zst], Parquet, .txt folders) into Parquet documents."""
+
+    def check(self, cfg) -> None:
+        """The inputs resolve: every source names at least one file of a known format."""
+        for src in cfg.sources:
+            if not source_files(src):
+                what = "a known format (" + ", ".join(SUFFIXES) + ")" if src.format == "auto" else src.format
+                raise ValueError(f"source {src.name!r}: no input file of {what} in {', '.join(src.paths)}")
 
     def hash_inputs(self, cfg) -> dict:
         return {"stage": "ingest", "sources": [s.model_dump() for s in cfg.sources], "ingest": cfg.ingest.model_dump()}
