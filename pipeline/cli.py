@@ -11,6 +11,7 @@ Exit codes: 0 ok, 1 failure (a stage could not finish), 2 usage (bad arguments o
 from __future__ import annotations
 
 import functools
+import re
 import os
 import sys
 from pathlib import Path
@@ -50,7 +51,12 @@ def _log(msg: str) -> None:
     err_console.print(msg, highlight=False, markup=False, soft_wrap=True)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]")
+
+
 def _fail(msg: str, code: int) -> None:
+    msg = _ANSI.sub("", msg)  # Ray's messages carry terminal colours
+    msg = " ".join(msg.split()) if "\n" in msg else msg  # one line
     err_console.print(f"error: {msg}", style="bold red" if err_console.is_terminal else None,
                       highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(code)

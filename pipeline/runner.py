@@ -82,6 +82,13 @@ def run_stage(stage: str | Stage, cfg, *, force: bool = False, workers: int | No
     chash = stable_hash(st.hash_inputs(cfg))
     fp = st.input_fingerprint(cfg, up)
     out_dir = out_dir or stage_dir(cfg, st)
+    with storage.run_lock(storage.dirname(out_dir), f"siftmix {st.name}", log):
+        return _run_locked(st, cfg, up, chash, fp, out_dir, force=force, workers=workers, console=console,
+                           log=log, progress=progress)
+
+
+def _run_locked(st: Stage, cfg, up, chash: str, fp: str, out_dir: str, *, force, workers, console, log,
+                progress) -> dict:
     if not force and (m := is_finished(out_dir, chash, fp)) is not None:
         log(f"{st.name}: finished earlier, skipped ({out_dir})")
         return m
@@ -130,7 +137,7 @@ def run_pipeline(cfg, *, force: bool = False, address: str | None = None, worker
     if until in stages:
         stages = stages[: stages.index(until) + 1]
     manifests, t0 = {}, time.time()
-    with ray_session(cfg.ray, address=address, log=log):
+    with storage.run_lock(cfg.run_dir, "siftmix run", log), ray_session(cfg.ray, address=address, log=log):
         for i, name in enumerate(stages, 1):
             log(f"[{i}/{len(stages)}] {name} ({time.time() - t0:.0f}s into the run)")
             manifests[name] = run_stage(name, cfg, force=force, workers=workers, console=console, log=log)

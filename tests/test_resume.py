@@ -34,12 +34,22 @@ def _config(tmp_path: Path, name: str, data: Path) -> Path:
 
 
 def test_stage_output_is_atomic(tmp_path):
+    from siftmix.pipeline.core.storage import LOCK, run_lock
+
     final = tmp_path / "run" / "00_x"
+    with run_lock(str(tmp_path / "run")):
+        _atomic(tmp_path, final)
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["00_x", LOCK]
+
+
+def _atomic(tmp_path, final):
+    from siftmix.pipeline.core.storage import LOCK
+
     with pytest.raises(RuntimeError):
         with stage_output(str(final)) as out:
             Path(out.path("data")).mkdir()
             raise RuntimeError("boom")
-    assert not final.exists() and list((tmp_path / "run").iterdir()) == []
+    assert not final.exists() and [p.name for p in (tmp_path / "run").iterdir()] == [LOCK]
     with stage_output(str(final)) as out:
         Path(out.path("data")).mkdir()
         Path(out.path("data", "a.parquet")).write_bytes(b"x")

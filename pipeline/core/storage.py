@@ -38,6 +38,10 @@ def join(*parts) -> str:
     return os.path.join(*map(str, parts))
 
 
+def dirname(path: str) -> str:
+    return os.path.dirname(os.path.abspath(path))
+
+
 def basename(path: str) -> str:
     return os.path.basename(path)
 
@@ -465,9 +469,86 @@ def check_writable(folder: str) -> None:
             pass
 
 
+# --------------------------------------------------------------------------- the run-dir lock
+
+LOCK = ".siftmix.lock"
+
+
+class RunDirLocked(OSError):
+    """Another live siftmix process holds the run dir's lock."""
+
+
+_held: dict[str, list] = {}  # lock path -> [fd, depth]: the locks this process holds (re-entrant)
+
+
+def _holder_text(info: dict) -> str:
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.get("since", 0)))
+    return f"{info.get('command') or 'siftmix'} (pid {info.get('pid')} on {info.get('host')}, since {since})"
+
+
+@contextmanager
+def run_lock(folder: str, command: str = "", log: Callable[[str], None] | None = None):
+    """Hold ``folder/.siftmix.lock`` for the block: one siftmix process at a time writes a run
+    dir. The lock is a ``flock`` on that file, which the kernel drops when its holder dies
+    (kill -9 included), so a dead holder's lock is taken over at once; the file names the
+    holder, for the one-line error another process gets. Re-entrant within a process."""
+    import fcntl
+    import socket
+
+    folder = os.path.abspath(folder)
+    path = os.path.join(folder, LOCK)
+    if path in _held:
+        _held[path][1] += 1
+        try:
+            yield
+        finally:
+            _held[path][1] -= 1
+        return
+    os.makedirs(folder, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise named(err, path) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        info = _read_lock(fd)
+        os.close(fd)
+        raise RunDirLocked(errno.EBUSY, f"the run dir is in use by {_holder_text(info)}: wait for it to end "
+                           "or stop it", folder) from None
+    previous = _read_lock(fd)
+    if previous and log:  # its holder died without releasing it
+        log(f"took over the lock of {_holder_text(previous)}, which is no longer running")
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(), "command": command}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(info).encode(), 0)
+    _held[path] = [fd, 1]
+    try:
+        yield
+    finally:
+        del _held[path]
+        try:
+            os.ftruncate(fd, 0)  # an empty lock file: released in order
+        finally:
+            os.close(fd)
+
+
+def _read_lock(fd: int) -> dict:
+    try:
+        return json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except (OSError, ValueError):
+        return {}
+
+
+def holds_lock(folder: str) -> bool:
+    return os.path.join(os.path.abspath(folder), LOCK) in _held
+
+
 # --------------------------------------------------------------------------- the stage commit
 
 def _clean_stale(parent: str, name: str) -> None:
+    """Remove the work folders of earlier attempts at this stage: only under the run dir's
+    lock (:func:`run_lock`), so no live process owns them."""
     for entry in listdir(parent):
         if entry.startswith(f".{name}.tmp-") or entry.startswith(f".{name}.old-"):
             shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
@@ -524,6 +605,8 @@ def stage_output(stage_dir: str):
     """Context manager: a fresh temporary folder for the stage; removed if the block raises."""
     out = StageOutput(stage_dir)
     os.makedirs(out.parent, exist_ok=True)
+    if not holds_lock(out.parent):
+        raise RuntimeError(f"stage_output({stage_dir}) outside run_lock({out.parent})")
     _clean_stale(out.parent, out.name)
     os.makedirs(out.tmp)
     try:

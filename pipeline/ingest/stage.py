@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterator
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from siftmix.pipeline.core import storage
 from siftmix.pipeline.core.errors import InputError, StageError
 from siftmix.pipeline.core.schema import DOC_SCHEMA
-from siftmix.pipeline.core.shards import Processed, ShardResult, ShardWorker, run_shard, summarize
+from siftmix.pipeline.core.hashing import id_hashes
+from siftmix.pipeline.core.shards import (PARQUET_OPTIONS, Processed, ShardResult, ShardWorker, rejected_rows,
+                                         run_shard, summarize)
 from siftmix.pipeline.core.stage import Stage, StageContext, reasons_text
 
 from .config import IngestConfig, SourceConfig
@@ -68,6 +73,114 @@ class IngestWorker(ShardWorker):
         return Processed(*normalize_batch(batch, self.cfg))
 
 
+# --------------------------------------------------------------------------- ids unique per source
+
+def _id_hashes_task(task: dict) -> dict:
+    """The 64-bit hashes of the kept ids of one input file's shards."""
+    ids = []
+    for p in task["paths"]:
+        ids += storage.read_table(p, columns=["id"])["id"].to_pylist()
+    return {"key": task["key"], "hashes": id_hashes(ids).tobytes()}
+
+
+def _drop_ids_task(task: dict) -> dict:
+    """Move the documents whose id an earlier file of the source used from this file's data
+    shards to a new rejected shard (reason duplicate_id, meta.error naming the first file)."""
+    first: dict[str, str] = task["first"]
+    drop = pa.array(sorted(first), pa.string())
+    moved, shards, chars, nbytes = [], [], 0, 0
+    for sh in task["shards"]:
+        path = storage.join(task["data_dir"], sh["file"])
+        t = storage.read_table(path)
+        m = pc.is_in(t["id"], value_set=drop)
+        if not pc.any(m).as_py():
+            shards.append(sh)
+            continue
+        gone = t.filter(m)
+        chars += pc.sum(pc.utf8_length(gone["text"])).as_py()
+        nbytes += pc.sum(pc.binary_length(gone["text"])).as_py()
+        metas = []
+        for doc_id, meta in zip(gone["id"].to_pylist(), gone["meta"].to_pylist()):
+            d = json.loads(meta) if meta else {}
+            d["error"] = f"id {doc_id!r} is used first in file {first[doc_id]}"
+            metas.append(json.dumps(d, ensure_ascii=False, separators=(",", ":")))
+        gone = gone.set_column(gone.schema.get_field_index("meta"), "meta", pa.array(metas, pa.string()))
+        moved.append(rejected_rows(gone, ["duplicate_id"] * gone.num_rows, keep_text=task["keep_text"]))
+        rest = t.filter(pc.invert(m))
+        storage.remove(path)
+        if rest.num_rows:
+            storage.write_table(rest, path, **PARQUET_OPTIONS)
+            shards.append({"file": sh["file"], "rows": rest.num_rows})
+    table = pa.concat_tables(moved)
+    name = f"{task['prefix']}-{task['part']:04d}.parquet"
+    storage.write_table(table, storage.join(task["rejected_dir"], name), **PARQUET_OPTIONS)
+    return {"key": task["key"], "moved": table.num_rows, "chars": chars, "bytes": nbytes, "shards": shards,
+            "rejected_shard": {"file": name, "rows": table.num_rows}}
+
+
+def unique_ids(ctx: StageContext, tasks: list[IngestTask], results: list[ShardResult]) -> list[ShardResult]:
+    """Ids are unique per source across its files: a document whose id an earlier file of the
+    same source (in file order) used is rejected as ``duplicate_id`` (within a file, the
+    readers do it). One pass reads the kept ids' hashes; files are rewritten only where two
+    files share an id, which is rare, and a shared hash is checked against the ids themselves."""
+    order = {(t.source, t.rel): t for t in tasks}
+    by_source: dict[str, list[ShardResult]] = {}
+    for r in results:
+        if r.shards:
+            by_source.setdefault(r.source, []).append(r)
+    jobs = [{"key": [r.source, r.file], "paths": [ctx.path("data", sh["file"]) for sh in r.shards]}
+            for rs in by_source.values() if len(rs) > 1 for r in rs]
+    if not jobs:
+        return results
+    hashes = {tuple(o["key"]): np.frombuffer(o["hashes"], np.uint64)
+              for o in ctx.map(_id_hashes_task, jobs, label="ids", unit="files")}
+    fixes = []
+    for source, rs in by_source.items():
+        if len(rs) < 2:
+            continue
+        rs = sorted(rs, key=lambda r: order[(source, r.file)].index)
+        u, counts = np.unique(np.concatenate([hashes[(source, r.file)] for r in rs]), return_counts=True)
+        shared = u[counts > 1]
+        if not shared.size:
+            continue
+        seen: dict[str, str] = {}
+        for r in rs:
+            h = hashes[(source, r.file)]
+            hit = np.flatnonzero(np.isin(h, shared))
+            if not hit.size:
+                continue
+            ids = storage.read_tables([ctx.path("data", sh["file"]) for sh in r.shards], ["id"])["id"]
+            candidates = ids.take(pa.array(hit)).to_pylist()
+            first = {i: seen[i] for i in candidates if i in seen}
+            for i in candidates:
+                seen.setdefault(i, r.file)
+            if first:
+                fixes.append((r, first))
+    if not fixes:
+        return results
+    jobs = []
+    for r, first in fixes:
+        task = order[(r.source, r.file)]
+        parts = [int(sh["file"].removesuffix(".parquet").rsplit("-", 1)[1]) for sh in r.rejected_shards]
+        jobs.append({"key": [r.source, r.file], "first": first, "shards": list(r.shards), "prefix": task.name,
+                     "part": max(parts, default=-1) + 1, "data_dir": ctx.path("data"),
+                     "rejected_dir": ctx.path("rejected"), "keep_text": ctx.cfg.ingest.keep_rejected_text})
+    done = {tuple(o["key"]): o for o in ctx.map(_drop_ids_task, jobs, label="duplicate ids", unit="files")}
+    out = []
+    for r in results:
+        o = done.get((r.source, r.file))
+        if o is None:
+            out.append(r)
+            continue
+        rejected = dict(r.rejected)
+        rejected["duplicate_id"] = rejected.get("duplicate_id", 0) + o["moved"]
+        out.append(dataclasses.replace(
+            r, kept=r.kept - o["moved"], rejected=dict(sorted(rejected.items())), chars_kept=r.chars_kept - o["chars"],
+            bytes_kept=r.bytes_kept - o["bytes"], shards=tuple(o["shards"]),
+            rejected_shards=(*r.rejected_shards, o["rejected_shard"])))
+    return out
+
+
 def ingest_file(task: IngestTask, src: SourceConfig, cfg: IngestConfig, out_dir: str) -> ShardResult:
     """One input file into ``out_dir/data`` and ``out_dir/rejected``, in this process (no Ray):
     the stage's work for one task. A file that cannot be read raises :class:`InputError`."""
@@ -103,6 +216,7 @@ class IngestStage(Stage):
         # biggest files first: better load balance (the output does not depend on the order)
         tasks = sorted(plan(cfg), key=lambda t: -t.size)
         results = sorted(ctx.map_shards(worker, tasks, unit="files"), key=lambda r: (r.source, r.file))
+        results = unique_ids(ctx, tasks, results)
         return {"config": {"sources": [s.model_dump() for s in cfg.sources], "ingest": cfg.ingest.model_dump()},
                 "counts": summarize(results), "files": [r.to_json() for r in results],
                 "ray": {"workers": ctx.workers}}
