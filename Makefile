@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/pip --disable-pip-version-check
 DEMO_SIZE ?= 10MB
 
-.PHONY: install demo test test-fast bench bench-peers bench-scale golden lint clean chromium
+.PHONY: install demo test test-fast fuzz bench bench-peers bench-scale golden lint clean chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,15 @@ chromium:
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not integration"
+
+# The corruption fuzzer, long and randomized (CI runs it with a fixed seed and 300 cases):
+# make fuzz [FUZZ_CASES=20000] [FUZZ_SEED=n]; a failure prints the seed that reproduces it.
+FUZZ_CASES ?= 20000
+fuzz: install
+	@seed=$${FUZZ_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; \
+	echo "fuzz: seed $$seed, $(FUZZ_CASES) cases"; \
+	SIFTMIX_FUZZ_SEED=$$seed SIFTMIX_FUZZ_EXAMPLES=$(FUZZ_CASES) $(BIN)/python -m pytest -q -x \
+	  tests/test_fuzz_inputs.py || { echo "fuzz FAILED with seed $$seed: make fuzz FUZZ_SEED=$$seed"; exit 1; }
 
 # Benchmark peers that must not share our venv (datatrove pins xxhash<4; its minhash passes str to
 # xxhash, which 4.x refuses): their own venv, used by bench/bench_dedup.py. rensa and datasketch are in .venv.

@@ -212,8 +212,8 @@ def test_disk_full_at_the_manifest_is_one_line_and_leaves_nothing_finished(ray_l
     from siftmix.pipeline.core import storage as stage_mod
     from typer.testing import CliRunner
 
-    class FullDisk:
-        load = staticmethod(json.load)
+    class FullDisk:  # json, but every dump (the manifest) fails
+        load, loads, dumps = staticmethod(json.load), staticmethod(json.loads), staticmethod(json.dumps)
 
         @staticmethod
         def dump(*a, **k):

@@ -401,9 +401,19 @@ def read_wet_columns(path: str, rel: str, src: SourceConfig, on_bad_encoding: st
     n, cut, pos = 0, False, 0
     rel_json = json_str(rel)
     cols = Columns()
+    cover = coverage(path)
+    types = WarcRecordType.any_type if cover else WarcRecordType.conversion
     try:
         with storage.open_read(path) as fh:
-            for rec in ArchiveIterator(fh, record_types=WarcRecordType.conversion, parse_http=False):
+            for rec in ArchiveIterator(fh, record_types=types, parse_http=False):
+                if cover:
+                    cover.record(rec.stream_pos, rec.content_length)
+                    if rec.record_type in (WarcRecordType.unknown, WarcRecordType.no_type):
+                        n += 1
+                        cols.add_raw(_untyped(src.name, rel, rec))
+                        continue
+                    if rec.record_type != WarcRecordType.conversion:
+                        continue
                 n += 1
                 cut = False
                 pos = rec.stream_pos
@@ -441,6 +451,8 @@ def read_wet_columns(path: str, rel: str, src: SourceConfig, on_bad_encoding: st
                     cols = Columns()
         if not cut and (err := archive_damage(path, pos)) is not None:
             cols.add_raw(_truncation_record(src.name, rel, f"record {n}", err))
+        if cover and (err := cover.finish()) is not None and not (cut and err.kind == "truncated"):
+            cols.add_raw(_truncation_record(src.name, rel, f"record {n}", err))
     except (OSError, *_TRUNCATION_ERRORS) as err:  # fastwarc: "Gzip decompression error"
         if isinstance(err, OSError) and err.errno is not None:
             raise ReadFailure(max(n - 1, 0), err) from err  # the disk, not the content: stops the stage
@@ -462,6 +474,65 @@ def html_to_text(html: bytes, extractor: str = "resiliparse", main_content: bool
     from resiliparse.extract.html2text import extract_plain_text
 
     return extract_plain_text(s, main_content=main_content, alt_texts=False)
+
+
+class Coverage:
+    """The bytes of a plain (uncompressed) WARC/WET file that no record covers. fastwarc skips
+    anything that is not a record header in silence, so a damaged header loses its record and
+    a file cut inside a header loses the record with no word; each record's extent (header,
+    Content-Length, the blank line) is checked against where the next one starts. Gzip files
+    need no such check: a damaged member fails its CRC."""
+
+    def __init__(self, path: str):
+        self.fh = storage.open_read(path)
+        self.size = storage.size(path)
+        self.next = 0
+        self.damage: storage.StreamDamage | None = None
+
+    def _gap(self, start: int, end: int) -> None:
+        if self.damage is not None or end <= start:
+            return
+        self.fh.seek(start)
+        data = self.fh.read(min(end - start, 1 << 20))
+        if not data.strip():
+            return  # the blank lines between records
+        at = start + len(data) - len(data.lstrip())
+        if end == self.size and data.lstrip().startswith(b"WARC/"):
+            self.damage = storage.StreamDamage(
+                "truncated", at, f"the file ends inside the header of a record that starts at byte {at:,}")
+        else:
+            self.damage = storage.StreamDamage(
+                "corrupt", at, f"bytes {at:,} to {end:,} are no WARC record (a damaged record header: "
+                f"the record there is lost)")
+
+    def record(self, pos: int, content_length: int) -> None:
+        self._gap(self.next, pos)
+        self.fh.seek(pos)
+        head = self.fh.read(1 << 16)
+        ends = [(i, len(m)) for m in (b"\r\n\r\n", b"\n\n") if (i := head.find(m)) >= 0]
+        if ends:
+            i, sep = min(ends)
+            self.next = pos + i + sep + content_length
+        else:  # a header over 64 KB: trust fastwarc
+            self.next = pos + 1
+
+    def finish(self) -> storage.StreamDamage | None:
+        self._gap(self.next, self.size)
+        self.fh.close()
+        return self.damage
+
+
+def _untyped(source: str, rel: str, rec) -> Raw:
+    """A record whose WARC-Type is missing or no WARC type (a damaged header): a rejected row,
+    since it may be the document the file held."""
+    t = rec.headers.get("WARC-Type")
+    why = f"WARC-Type {t!r} is no WARC record type" if t else "record header without WARC-Type"
+    return Raw(derived_id(source, rel, rec.stream_pos), None, rec.headers.get("WARC-Target-URI"),
+               {"file": rel, "offset": rec.stream_pos, "error": why + " (a damaged header?)"}, "corrupt_file")
+
+
+def coverage(path: str) -> Coverage | None:
+    return Coverage(path) if storage.compression_of(path) is None else None
 
 
 _NEXT_RECORD = (b"\r\n\r\nWARC/1.0\r\n", b"\r\n\r\nWARC/1.1\r\n")
@@ -500,9 +571,19 @@ def read_warc(path: str, rel: str, src: SourceConfig, on_bad_encoding: str = "re
     from fastwarc.warc import ArchiveIterator, WarcRecordType
 
     n, pos, cut = 0, 0, False
+    cover = coverage(path)
+    types = WarcRecordType.any_type if cover else WarcRecordType.response
     try:
         with storage.open_read(path) as fh:
-            for rec in ArchiveIterator(fh, record_types=WarcRecordType.response, parse_http=False):
+            for rec in ArchiveIterator(fh, record_types=types, parse_http=False):
+                if cover:
+                    cover.record(rec.stream_pos, rec.content_length)
+                    if rec.record_type in (WarcRecordType.unknown, WarcRecordType.no_type):
+                        n += 1
+                        yield _untyped(src.name, rel, rec)
+                        continue
+                    if rec.record_type != WarcRecordType.response:
+                        continue
                 n += 1
                 pos = rec.stream_pos
                 h = rec.headers
@@ -544,6 +625,8 @@ def read_warc(path: str, rel: str, src: SourceConfig, on_bad_encoding: str = "re
                     continue
                 yield Raw(rid, text, url, meta, None)
         if not cut and (err := archive_damage(path, pos)) is not None:
+            yield _truncation_record(src.name, rel, f"record {n}", err)
+        if cover and (err := cover.finish()) is not None and not (cut and err.kind == "truncated"):
             yield _truncation_record(src.name, rel, f"record {n}", err)
     except (OSError, *_TRUNCATION_ERRORS) as err:
         if isinstance(err, OSError) and err.errno is not None:
