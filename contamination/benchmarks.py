@@ -47,9 +47,15 @@ def _rows(path: str) -> list[dict]:
     lower = path.lower()
     if lower.endswith(".parquet"):
         return storage.read_table(path).to_pylist()
-    with storage.open_decompressed(path) as fh:
-        data = fh.read()
-    text = data.decode("utf-8")
+    try:
+        with storage.open_decompressed(path) as fh:
+            data = fh.read()
+    except storage.StreamDamage as err:  # a benchmark must be read whole: no partial audit
+        raise BenchmarkError(f"{path}: {err}") from None
+    try:
+        text = data.decode("utf-8-sig")  # a UTF-8 byte-order mark is dropped
+    except UnicodeDecodeError as err:
+        raise BenchmarkError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     if lower.endswith(".csv"):
         return list(csv.DictReader(io.StringIO(text)))
     if ".jsonl" in lower:

@@ -303,3 +303,35 @@ def test_null_text_is_called_null_and_missing_text_missing(tmp_path):
     recs = list(read_jsonl(str(p), p.name, SRC))
     assert [r.error for r in recs] == ["missing_field:text"] * 2
     assert recs[0].meta["error"] == "field 'text' is null" and recs[1].meta["error"] == "field 'text' is missing"
+
+
+def test_a_read_failure_names_the_records_read_whole_not_the_batches(tmp_path, monkeypatch):
+    """An I/O error of the disk mid-file stops the stage: the line counts records (the issue:
+    "after record 0" counted finished batches)."""
+    import errno
+
+    from siftmix.pipeline.core.errors import InputError
+    from siftmix.pipeline.ingest import readers
+
+    def failing(path, rel, src, **kw):
+        for r in read_jsonl(path, rel, src, **kw):
+            yield r
+            if r.id == "d4":
+                raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setitem(readers.READERS, "jsonl", failing)
+    p = tmp_path / "a.jsonl"
+    p.write_bytes(_jsonl(10))
+    with pytest.raises(InputError) as e:
+        _ingest(p, tmp_path)
+    assert str(e.value) == f"{p}: after record 5: Input/output error"
+
+
+def test_a_damaged_benchmark_file_is_one_line(tmp_path):
+    from siftmix.contamination.benchmarks import BenchmarkError, load_benchmark
+
+    blob = gzip.compress(b'{"text": "a question"}\n' * 50, mtime=0)
+    p = tmp_path / "bench.jsonl.gz"
+    p.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(BenchmarkError, match="bench.jsonl.gz: the file ends at byte"):
+        load_benchmark(str(p))
