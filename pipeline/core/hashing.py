@@ -20,12 +20,6 @@ def hash01(seed: int, salt: str, ids) -> np.ndarray:
     return (h >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
-def id_hashes(ids) -> np.ndarray:
-    """xxh64 of each id string (uint64): a compact key for finding repeated ids."""
-    return np.fromiter((xxhash.xxh64_intdigest(i.encode("utf-8", "surrogatepass")) for i in ids),
-                       dtype=np.uint64, count=len(ids))
-
-
 @numba.njit(cache=True)
 def mix64_scalar(h):
     """A 64-bit finaliser (murmur3's fmix64), for compiled code."""

@@ -135,6 +135,7 @@ class ShardResult:
     shards: tuple = ()
     rejected_shards: tuple = ()
     extra: dict = field(default_factory=dict)
+    side: dict = field(default_factory=dict)  # for the driver only, not the manifest (ingest's id hashes)
 
     def to_json(self) -> dict:
         return {"file": self.file, "source": self.source, "docs_in": self.docs_in, "kept": self.kept,
@@ -213,6 +214,11 @@ class ShardWorker(ABC):
         """The stage's own per-shard counts, at zero."""
         return {}
 
+    def side_results(self, state: Any) -> dict:
+        """What the driver needs from this shard besides counts (not written to the manifest);
+        ``state`` is what :meth:`open` returned, after every batch."""
+        return {}
+
     @abstractmethod
     def process(self, batch: pa.Table, state: Any) -> Processed:
         """One batch -> kept rows, rejected rows, counts."""
@@ -275,4 +281,4 @@ def run_shard(worker: ShardWorker, shard: ShardRef, out_dir: str) -> ShardResult
     return ShardResult(file=worker.file_name(shard), source=source or shard.source, docs_in=docs_in, kept=kept_n,
                        rejected=dict(sorted(rejected.items())), bytes_in=bytes_in if worker.count_bytes_in else shard.size,
                        chars_kept=chars_kept, bytes_kept=bytes_kept, shards=tuple(shards),
-                       rejected_shards=tuple(rejected_shards), extra=extra)
+                       rejected_shards=tuple(rejected_shards), extra=extra, side=worker.side_results(state))

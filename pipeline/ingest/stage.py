@@ -7,12 +7,12 @@ import json
 from collections.abc import Iterator
 
 import numpy as np
+import xxhash
 import pyarrow as pa
 import pyarrow.compute as pc
 from siftmix.pipeline.core import storage
 from siftmix.pipeline.core.errors import InputError, StageError
 from siftmix.pipeline.core.schema import DOC_SCHEMA
-from siftmix.pipeline.core.hashing import id_hashes
 from siftmix.pipeline.core.shards import (PARQUET_OPTIONS, Processed, ShardResult, ShardWorker, rejected_rows,
                                          run_shard, summarize)
 from siftmix.pipeline.core.stage import Stage, StageContext, reasons_text
@@ -69,18 +69,25 @@ class IngestWorker(ShardWorker):
                 what = f"{type(err).__name__}: {err}"
             raise InputError(f"{task.path}: after record {n}: {what}") from None
 
-    def process(self, batch: pa.Table, state) -> Processed:
-        return Processed(*normalize_batch(batch, self.cfg))
+    def open(self, task: IngestTask) -> list:
+        return []  # the id hashes of the kept documents, batch by batch
+
+    def process(self, batch: pa.Table, state: list) -> Processed:
+        kept, rejected = normalize_batch(batch, self.cfg)
+        state.append(id_hashes(kept["id"].to_pylist()))
+        return Processed(kept, rejected)
+
+    def side_results(self, state: list) -> dict:
+        return {"id_hashes": np.concatenate(state) if state else np.empty(0, np.uint64)}
 
 
 # --------------------------------------------------------------------------- ids unique per source
 
-def _id_hashes_task(task: dict) -> dict:
-    """The 64-bit hashes of the kept ids of one input file's shards."""
-    ids = []
-    for p in task["paths"]:
-        ids += storage.read_table(p, columns=["id"])["id"].to_pylist()
-    return {"key": task["key"], "hashes": id_hashes(ids).tobytes()}
+def id_hashes(ids: list[str]) -> np.ndarray:
+    """xxh64 of each id (uint64): a compact key for finding ids that two files share (here, not
+    in core.hashing, whose numba import would cost every ingest worker half a second)."""
+    return np.fromiter((xxhash.xxh64_intdigest(i.encode("utf-8", "surrogatepass")) for i in ids),
+                       dtype=np.uint64, count=len(ids))
 
 
 def _drop_ids_task(task: dict) -> dict:
@@ -121,19 +128,14 @@ def _drop_ids_task(task: dict) -> dict:
 def unique_ids(ctx: StageContext, tasks: list[IngestTask], results: list[ShardResult]) -> list[ShardResult]:
     """Ids are unique per source across its files: a document whose id an earlier file of the
     same source (in file order) used is rejected as ``duplicate_id`` (within a file, the
-    readers do it). One pass reads the kept ids' hashes; files are rewritten only where two
+    readers do it). The workers return the kept ids' hashes; files are rewritten only where two
     files share an id, which is rare, and a shared hash is checked against the ids themselves."""
     order = {(t.source, t.rel): t for t in tasks}
     by_source: dict[str, list[ShardResult]] = {}
     for r in results:
         if r.shards:
             by_source.setdefault(r.source, []).append(r)
-    jobs = [{"key": [r.source, r.file], "paths": [ctx.path("data", sh["file"]) for sh in r.shards]}
-            for rs in by_source.values() if len(rs) > 1 for r in rs]
-    if not jobs:
-        return results
-    hashes = {tuple(o["key"]): np.frombuffer(o["hashes"], np.uint64)
-              for o in ctx.map(_id_hashes_task, jobs, label="ids", unit="files")}
+    hashes = {(r.source, r.file): r.side["id_hashes"] for rs in by_source.values() if len(rs) > 1 for r in rs}
     fixes = []
     for source, rs in by_source.items():
         if len(rs) < 2:
