@@ -239,7 +239,7 @@ def test_utf8_bom_is_stripped_and_utf16_32_files_are_decoded(tmp_path):
         recs = list(read_jsonl(str(tmp_path / name), name, SRC))
         assert [r.error for r in recs] == [None] * 3 and [r.id for r in recs] == ["d0", "d1", "d2"], name
         assert recs[0].text == f"{PROSE} 0"
-    assert read_jsonl.__name__ and next(read_jsonl(str(tmp_path / "u16le.jsonl"), "u", SRC)).meta["encoding"] == "utf-16-le"
+    assert next(read_jsonl(str(tmp_path / "u16le.jsonl"), "u", SRC)).meta["encoding"] == "utf-16-le"
     (tmp_path / "book.txt").write_bytes(("\ufeff" + PROSE).encode("utf-16-le"))
     (rec,) = read_txt(str(tmp_path / "book.txt"), "book.txt", SRC)
     assert rec.text == PROSE and rec.error is None
