@@ -145,11 +145,11 @@ class DecontamStage(ShardStage):
         return (f"{self.name}: {sum(b['dirty'] for b in bs)} dirty benchmark examples across {len(bs)} benchmarks"
                 + ("" if self.audit_only else f"; {t['documents_cut']} training documents cut, "
                    f"{t['documents_dropped']} dropped, {t['ngrams_ignored_as_boilerplate']} boilerplate 13-grams ignored")
-                + f"; report: {storage.join(out_dir, 'audit.html')}")
+                + f"; report: {storage.join(out_dir, m['attempt'], 'audit.html')}")
 
     def report(self, run_dir: str, folder: str, m: dict) -> str:
         bs = m.get("benchmarks") or []
-        audit = storage.join(folder, "audit.html")
+        audit = storage.join(folder, m["attempt"], "audit.html")
         link = f' · <a href="{audit}">audit.html</a> (every dirty example)' if storage.exists(storage.join(run_dir, audit)) else ""
         training = "".join(f"<li>{esc(k.replace('_', ' '))}: {esc(f'{v:,}' if isinstance(v, int) else v)}</li>"
                            for k, v in (m.get("training_side") or {}).items())

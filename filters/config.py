@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 from siftmix.pipeline.core.config import Strict, resolve_path
+from siftmix.pipeline.core import storage
 
 
 class FastTextConfig(Strict):
@@ -34,6 +34,16 @@ class EmbeddingConfig(Strict):
     max_seq_length: int = Field(256, gt=0, description="tokens per document the model reads (its maximum is 256)")
     num_gpus: float = Field(0, ge=0, description="GPUs per scoring actor (0: CPU; the model uses CUDA when Ray gives it a GPU)")
 
+    @field_validator("model")
+    @classmethod
+    def _model_folder(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None:
+            return v
+        full = resolve_path(v, info)
+        if storage.is_url(full) and not _exists(storage.join(full, "config.json")):
+            raise ValueError(f"not a sentence-transformers model folder (no config.json): {v!r}")
+        return full
+
 
 class TrainConfig(Strict):
     max_docs_per_class: int = Field(20_000, gt=0, description="balanced sample: at most this many examples per class")
@@ -58,6 +68,13 @@ class HeuristicsConfig(Strict):
     max_duplicate_line_fraction: float | None = 0.3
 
 
+def _exists(path: str) -> bool:
+    try:
+        return storage.exists(path)
+    except OSError as err:
+        raise ValueError(f"cannot read {path}: {err}") from None
+
+
 class QualityConfig(Strict):
     scorer: Literal["fasttext", "embedding", "both"] = Field(
         "fasttext", description="fasttext; embedding (similarity to the reference); both (a logistic stack of the two)")
@@ -76,7 +93,7 @@ class QualityConfig(Strict):
         if v is None:
             return v
         full = resolve_path(v, info)
-        if not os.path.exists(os.path.join(full, "quality_model.json")):
+        if not _exists(storage.join(full, "quality_model.json")):
             raise ValueError(f"not a trained quality model folder (no quality_model.json): {v!r}")
         return full
 

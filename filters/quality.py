@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from siftmix.pipeline.core.hashing import hash01
+from siftmix.pipeline.core import storage
 from siftmix.pipeline.core.schema import DOC_SCHEMA, REJECTED_SCHEMA
 from siftmix.pipeline.core.shards import rejected_rows
 
@@ -105,7 +106,7 @@ def load_sentence_model(path: str | None, max_seq_length: int = 256, device: str
     transformers.utils.logging.set_verbosity_error()
     from sentence_transformers import SentenceTransformer
 
-    path = path or default_embedding_model()
+    path = storage.local_copy(path) if path and storage.is_url(path) else path or default_embedding_model()
     if not os.path.isdir(path):
         raise FileNotFoundError(f"embedding model folder not found: {path}")
     if device is None:
@@ -152,6 +153,7 @@ class QualityModel:
 
     def __init__(self, folder: str, scorer: str | None = None, device: str | None = None,
                  embedding_model: str | None = None):
+        folder = storage.local_copy(folder)  # a model on object storage: a cached local copy
         with open(os.path.join(folder, MODEL_JSON), encoding="utf-8") as fh:
             self.meta = json.load(fh)
         self.folder = folder

@@ -57,7 +57,8 @@ def _train_task(files: list[str], q: QualityConfig, seed: int, out: str) -> dict
     """Balance the sampled examples and train, in one task: the driver never holds the text."""
     examples = storage.read_tables(files).sort_by("id")  # task completion order must not matter
     examples = balance(examples, q.train.max_docs_per_class, seed)
-    result = train_model(examples, q, seed, out, log=lambda *_: None)
+    with storage.local_folder(out) as local:  # fasttext writes by file name: a local folder, uploaded after
+        result = train_model(examples, q, seed, local, log=lambda *_: None)
     n_pos = int(pa.compute.sum(examples["label"]).as_py())
     return {**result, "examples": {"total": examples.num_rows, "positive": n_pos}}
 

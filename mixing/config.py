@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-import os
 
 from pydantic import Field, ValidationInfo, field_validator
+from siftmix.pipeline.core import storage
 from siftmix.pipeline.core.config import Strict, resolve_path
 
 GPT3_WEIGHTS = {"common_crawl": 0.60, "webtext2": 0.22, "books1": 0.08, "books2": 0.08, "wikipedia": 0.02}
@@ -52,7 +52,11 @@ class MixConfig(Strict):
         if v == "gpt2":
             return v
         full = resolve_path(v, info)
-        if not os.path.isfile(full):
+        try:
+            found = storage.isfile(full)
+        except OSError as err:
+            raise ValueError(f"cannot read the tokenizer file {v!r}: {err}") from None
+        if not found:
             raise ValueError(f"not 'gpt2' and no such tokenizer file: {v!r}")
         return full
 

@@ -63,6 +63,9 @@ class Tokenizer:
             self._hf = None
             self.n_vocab, self.eot = self._tt.n_vocab, 50256
         else:
+            from siftmix.pipeline.core import storage
+
+            name = storage.local_copy(name)  # a tokenizer.json on object storage: a cached local copy
             if not os.path.isfile(name):
                 raise TokenizerError(f"tokenizer: {name!r} is neither 'gpt2' nor a tokenizer.json file")
             from tokenizers import Tokenizer as HFTokenizer

@@ -22,6 +22,7 @@ from rich.console import Console
 
 from . import registry
 from .config import FORMATS, config_from_dict, load_config
+from .core import storage
 from .core.errors import SiftmixError
 
 app = typer.Typer(
@@ -116,7 +117,7 @@ def ingest(
     inputs: Annotated[list[str] | None, typer.Option("--input", "-i", help="file, folder or glob (repeatable)")] = None,
     source: Annotated[str, typer.Option(help="source name for --input")] = "common_crawl",
     fmt: Annotated[str, typer.Option("--format", help=f"input format for --input: {', '.join(FORMATS)}")] = "auto",
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="output stage folder for --input")] = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="output stage folder for --input (a path or s3:// / gs:// URL)")] = None,
     min_chars: Annotated[int | None, typer.Option(help="reject documents shorter than this")] = None,
     force: ForceOpt = False,
     address: AddressOpt = None,
@@ -148,12 +149,12 @@ def ingest(
             _fail("--input needs --out (the output folder)", 2)
         data = {"run_dir": str(out), "stages": ["ingest"], "sources": [{"name": source, "paths": inputs, "format": fmt}]}
         cfg = config_from_dict(data, base_dir=os.getcwd(), where="command line")
-        out_dir = str(Path(out).absolute())
+        out_dir = out if storage.is_url(out) else str(Path(out).absolute())
     if min_chars is not None:
         cfg.ingest.min_chars = min_chars
     with ray_session(cfg.ray, address=address, log=_log):
         m = run_stage("ingest", cfg, force=force, workers=workers, console=err_console, log=_log, out_dir=out_dir)
-    print(out_dir or os.path.join(cfg.run_dir, "00_ingest"))
+    print(out_dir or storage.join(cfg.run_dir, "00_ingest"))
     return m
 
 
@@ -313,7 +314,7 @@ def audit(
     config: Annotated[Path | None, typer.Argument(help="run configuration (YAML); or use --input", show_default=False)] = None,
     inputs: Annotated[list[str] | None, typer.Option("--input", "-i", help="dataset files or folders (JSONL, Parquet, ...)")] = None,
     benchmarks: Annotated[list[str] | None, typer.Option("--benchmarks", "-b", help="benchmark files or folders")] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="output folder for --input")] = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="output folder for --input (a path or s3:// / gs:// URL)")] = None,
     force: ForceOpt = False, address: AddressOpt = None, workers: WorkersOpt = None,
 ):
     """Report which benchmark examples occur in a dataset; never changes the data.
@@ -341,12 +342,13 @@ def audit(
                                 "ingest": {"min_chars": 1}, "decontam": {"benchmarks": benchmarks}},
                                base_dir=os.getcwd(), where="command line")
     from .core.ray_runner import ray_session
+    from .core.manifest import stage_path
     from .runner import run_through, stage_dir
 
     cfg = _with_stage(cfg, "decontam", config or "command line")
     with ray_session(cfg.ray, address=address, log=_log):
-        run_through(cfg, "audit", force=force, workers=workers, console=err_console, log=_log)
-    print(os.path.join(stage_dir(cfg, "audit"), "audit.html"))
+        m = run_through(cfg, "audit", force=force, workers=workers, console=err_console, log=_log)
+    print(stage_path(stage_dir(cfg, "audit"), m, "audit.html"))
 
 
 @app.command("demo-data")
@@ -391,7 +393,7 @@ def validate(config: Annotated[Path, typer.Argument(help="run configuration (YAM
 
 @app.command()
 @guarded
-def report(run_dir: Annotated[Path, typer.Argument(help="a run folder (run_dir of a config)", show_default=False)]):
+def report(run_dir: Annotated[str, typer.Argument(help="a run folder (run_dir of a config; a path or URL)", show_default=False)]):
     """Write RUN_DIR/report.html from the stage manifests there and print its path.
 
     One self-contained page: every stage's documents and bytes in / kept / rejected by reason and

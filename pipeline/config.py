@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from . import registry
-from .core.config import RayConfig, Strict, resolve_path
+from .core.config import RayConfig, StorageConfig, Strict, resolve_path
 from .core.errors import ConfigError
 from .core.hashing import stable_hash
 from .ingest.config import FORMATS, SourceConfig
@@ -39,13 +39,28 @@ class RunBase(Strict):
     run_dir: str = "runs/siftmix"
     seed: int = 0
     stages: list[str] | None = Field(None, description="default: every stage (decontam only when decontam.benchmarks is set)")
+    storage: StorageConfig = Field(default_factory=StorageConfig)
     sources: list[SourceConfig] = Field(min_length=1)
     ray: RayConfig = Field(default_factory=RayConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storage_first(cls, data: Any) -> Any:
+        """Set up object storage before any path is checked (sources, benchmarks, models may be URLs)."""
+        from .core import objstore
+
+        if isinstance(data, dict):
+            raw = data.get("storage")
+            try:
+                objstore.configure(StorageConfig(**raw).model_dump() if isinstance(raw, dict) else None)
+            except ValidationError:
+                pass  # reported, with its key, by the field's own validation
+        return data
 
     @field_validator("run_dir")
     @classmethod
     def _run_dir(cls, v: str, info: ValidationInfo) -> str:
-        return resolve_path(v, info)
+        return resolve_path(v, info, writable=True)
 
     @field_validator("stages")
     @classmethod

@@ -46,19 +46,22 @@ class ReportError(ConfigError):
 
 def stage_manifests(run_dir: str) -> dict[str, dict]:
     """{folder: manifest} of the finished stages in ``run_dir``, in pipeline order."""
-    return {f: m for f, _ in stage_folders() if (m := read_manifest(os.path.join(run_dir, f))) is not None}
+    return {f: m for f, _ in stage_folders() if (m := read_manifest(storage.join(run_dir, f))) is not None}
 
 
 def build_report(run_dir: str | os.PathLike) -> str:
     """Write RUN_DIR/report.html from the stage manifests there; returns its path."""
-    run_dir = os.path.abspath(run_dir)
-    if not os.path.isdir(run_dir):
+    run_dir = str(run_dir) if storage.is_url(run_dir) else os.path.abspath(run_dir)
+    if not storage.isdir(run_dir):
         raise ReportError(f"{run_dir}: no such run folder")
     manifests = stage_manifests(run_dir)
     if not manifests:
         raise ReportError(f"{run_dir}: no finished stage to report (no {MANIFEST} in "
                           f"{', '.join(f for f, _ in stage_folders())})")
-    path = os.path.join(run_dir, REPORT)
+    path = storage.join(run_dir, REPORT)
+    if storage.is_url(path):  # one PUT: never half there
+        storage.write_text(path, render(run_dir, manifests))
+        return path
     tmp = f"{path}.tmp-{os.getpid()}"
     storage.write_text(tmp, render(run_dir, manifests))
     os.replace(tmp, path)
@@ -102,7 +105,7 @@ def render(run_dir: str, manifests: dict[str, dict]) -> str:
               + "</tbody></table>")
     body = [header, "<h2>Stages</h2>", _overview(manifests)]
     body += [_section(run_dir, f, m, manifests) for f, m in manifests.items()]
-    return page(f"siftmix run report: {os.path.basename(run_dir)}", "".join(body), css=_CSS)
+    return page(f"siftmix run report: {storage.basename(run_dir)}", "".join(body), css=_CSS)
 
 
 def _overview(manifests: dict) -> str:

@@ -49,7 +49,8 @@ def _file(source, docs_in, kept, rejected, bytes_in, bytes_kept):
 def _write(run: Path, folder: str, stage: str, wall: float, **m) -> dict:
     m = {"stage": stage, "config_hash": f"{stage}-hash-" + "0123456789abcdef" * 3, "input_fingerprint": "fp",
          "timings": {"started": 1.7e9, "finished": 1.7e9 + wall, "wall_s": wall},
-         "versions": {"python": "3.11", "siftmix": "0.1.0"}, **m}
+         "versions": {"python": "3.11", "siftmix": "0.1.0"}, "manifest_version": 2, "attempt": "attempt-test",
+         "outputs": [], **m}
     (run / folder).mkdir(parents=True)
     (run / folder / "_manifest.json").write_text(json.dumps(m))
     return m
@@ -94,7 +95,8 @@ def full_run(tmp_path) -> Path:
            counts=summarize([_file("common_crawl", 75, 74, {"contaminated:qa<&>": 1}, 330_000, 329_000),
                              _file("wikipedia", 50, 50, {}, 190_000, 190_000)]),
            training_side={"documents_in": 125, "documents_cut": 2, "chars_removed": 1234})
-    (run / "30_decontam" / "audit.html").write_text("<html></html>")
+    (run / "30_decontam" / "attempt-test").mkdir()
+    (run / "30_decontam" / "attempt-test" / "audit.html").write_text("<html></html>")
     _mix(run, "decontam")
     return run
 
@@ -118,7 +120,7 @@ def test_report_of_every_stage(full_run):
         if stage in registry.names():  # the pipeline's stages (not the audit or score-only variants)
             assert f'href="{folder}/_manifest.json"' in text and f'id="{folder}"' in text
             assert f"{stage}-hash-0123" in text
-    assert 'href="30_decontam/audit.html"' in text and 'id="30_audit"' not in text
+    assert 'href="30_decontam/attempt-test/audit.html"' in text and 'id="30_audit"' not in text
     assert "held-out fasttext: ROC AUC 0.951" in text
     assert "input: the configured sources" in text and "input: ingest" in text and "input: dedup" in text
     # plots: score histogram (counts in the tooltips), cluster sizes in numeric order, % dirty, shares

@@ -49,9 +49,11 @@ def ray_session(cfg: RayConfig, address: str | None = None, log: Callable[[str],
         yield
         return
     address = address or cfg.address or os.environ.get("RAY_ADDRESS")
-    # Runtime env for workers: quiet too, and able to import this very checkout of siftmix.
+    # Runtime env for workers: quiet too, and able to import this very checkout of siftmix;
+    # the storage settings and the non-secret storage environment (credentials never travel:
+    # each node takes them from its own environment or instance role).
     kwargs = dict(logging_level=logging.WARNING, log_to_driver=os.environ.get("SIFTMIX_RAY_LOGS") == "1",
-                  runtime_env={"env_vars": dict(QUIET_ENV)})
+                  runtime_env={"env_vars": {**QUIET_ENV, **storage_env()}})
     if address:
         info = ray.init(address=address, **kwargs)
     else:
@@ -69,6 +71,15 @@ def ray_session(cfg: RayConfig, address: str | None = None, log: Callable[[str],
         yield
     finally:
         ray.shutdown()
+
+
+STORAGE_ENV = ("SIFTMIX_STORAGE", "SIFTMIX_LEASE_S", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION",
+               "AWS_DEFAULT_REGION", "AWS_PROFILE")
+
+
+def storage_env() -> dict[str, str]:
+    """The storage settings a worker needs, never a secret (no keys, no tokens)."""
+    return {k: os.environ[k] for k in STORAGE_ENV if os.environ.get(k)}
 
 
 def cluster_cpus() -> int:

@@ -37,14 +37,22 @@ class Upstream:
     dir: str
     manifest: dict
 
+    def path(self, *parts: str) -> str:
+        """A file of this stage: under the attempt its manifest committed."""
+        return storage.join(self.dir, self.manifest["attempt"], *parts)
+
     def shards(self) -> list[ShardRef]:
-        """Its data shards, in name order, with their sources (from the manifest's file results)."""
+        """Its data shards, in name order, with their sources (from the manifest's file results)
+        and sizes (from the manifest's list of committed files: no stat per shard)."""
         srcs = {sh["file"]: f["source"] for f in self.manifest.get("files", []) for sh in f.get("shards", [])}
+        sizes = {o["path"]: o["size"] for o in self.manifest.get("outputs", [])}
         out = []
         for i, name in enumerate(sorted(srcs)):
-            path = storage.join(self.dir, "data", name)
-            out.append(ShardRef(path=path, name=name.removesuffix(".parquet"), source=srcs[name], index=i,
-                                size=storage.size(path)))
+            path = self.path("data", name)
+            size = sizes.get(f"data/{name}")
+            if size is None:
+                raise FileNotFoundError(2, f"stage {self.name!r} lists a shard its commit does not hold", path)
+            out.append(ShardRef(path=path, name=name.removesuffix(".parquet"), source=srcs[name], index=i, size=size))
         return out
 
     @property
@@ -164,7 +172,7 @@ class StageContext:
 
     @property
     def tmp(self) -> str:
-        """The stage's temporary output folder (renamed into place on commit)."""
+        """The stage's attempt folder: where it writes its files (committed by its manifest)."""
         return self.out.tmp
 
     def path(self, *parts: str) -> str:
@@ -232,4 +240,4 @@ class StageContext:
             self.timings[f"{name}_s"] = round(time.time() - t0, 3)
 
     def read_upstream_json(self, name: str) -> Any:
-        return storage.read_json(storage.join(self.upstream.dir, name))
+        return storage.read_json(self.upstream.path(name))

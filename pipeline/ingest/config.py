@@ -6,10 +6,15 @@ import re
 from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
-from siftmix.pipeline.core.config import Strict, existing_paths
+from siftmix.pipeline.core.config import Strict, existing_paths, resolve_path
 
 FORMATS = ("auto", "wet", "warc", "jsonl", "parquet", "txt")
 Format = Literal["auto", "wet", "warc", "jsonl", "parquet", "txt"]
+
+
+class ListingSample(Strict):
+    n: int = Field(gt=0, description="files to take")
+    seed: int = 0
 
 
 class SourceConfig(Strict):
@@ -18,12 +23,21 @@ class SourceConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$",
                       description="source name, e.g. common_crawl, wikipedia: letters, digits, _ . - "
                       "(starting with a letter or digit: it names files and folders)")
-    paths: list[str] = Field(min_length=1, description="files, folders or globs (relative to the config file)")
+    paths: list[str] = Field(min_length=1, description="files, folders or globs (relative to the config file), local "
+                             "or URLs (s3://, gs://, https://); a file ending in .paths or .paths.gz is a Common Crawl "
+                             "listing: one file per line, relative to `base`")
     format: Format = Field("auto", description="auto detects from the file name")
     filter: bool = Field(False, description="apply the quality filter to this source (GPT-3: Common Crawl only)")
     text_field: str = "text"
     id_field: str | None = Field("id", description="field holding a stable id; None derives one from file+record")
     url_field: str | None = "url"
+    base: str = Field("s3://commoncrawl/", description="what the lines of a listing (.paths[.gz]) are relative to: "
+                      "s3://commoncrawl/, https://data.commoncrawl.org/, or a local folder holding a copy")
+    limit: int | None = Field(None, gt=0, description="a listing: take its first N files")
+    sample: ListingSample | None = Field(None, description="a listing: a seeded sample of n files (after `limit`), in listing order")
+    on_missing: Literal["fail", "reject"] = Field(
+        "fail", description="a listed file that does not exist: stop the run with one line (fail), or count it as one "
+        "rejected row, reason missing_file (reject)")
 
     @field_validator("name", mode="before")
     @classmethod
@@ -42,6 +56,14 @@ class SourceConfig(Strict):
     @classmethod
     def _resolve(cls, v: list[str], info: ValidationInfo) -> list[str]:
         return existing_paths(v, info)
+
+    @field_validator("base")
+    @classmethod
+    def _base(cls, v: str, info: ValidationInfo) -> str:
+        return resolve_path(v, info)
+
+    def is_listing(self, path: str) -> bool:
+        return path.lower().endswith((".paths", ".paths.gz"))
 
 
 class IngestConfig(Strict):

@@ -151,6 +151,7 @@ class IngestTask:
     source: str
     index: int  # position of the file within its source (stable shard names)
     size: int = 0
+    version: str | None = ""  # what changes with the content (ETag, mtime); None: the file does not exist
 
     @property
     def name(self) -> str:

@@ -111,7 +111,7 @@ SUFFIXES = tuple(dict.fromkeys(suffix for suffix, _ in _SUFFIX_FORMATS))
 
 
 def detect_format(path: str) -> str | None:
-    name = os.path.basename(path).lower()
+    name = path.rsplit("/", 1)[-1].lower()
     for suffix, fmt in _SUFFIX_FORMATS:
         if name.endswith(suffix):
             return fmt
@@ -119,12 +119,16 @@ def detect_format(path: str) -> str | None:
 
 
 def expand_paths(paths: list[str]) -> list[str]:
-    """Files named by paths, folders (recursive) and globs; sorted, and each real file once
-    (a file reached through two symlinks, or a folder and a glob, is read once)."""
+    """Files named by paths, folders (recursive) and globs, local or URLs; sorted, and each
+    real file once (a file reached through two symlinks, or a folder and a glob, is read once)."""
     out: dict[str, str] = {}
     for p in paths:
-        matches = storage.glob(p) if storage.has_magic(p) else [p]
+        matches = storage.glob(p) if storage.has_magic(p.split("://", 1)[-1]) else [p]
         for m in matches:
+            if storage.is_url(m):
+                for f in (storage.walk_files(m) if storage.isdir(m) else [m] if storage.isfile(m) else []):
+                    out[f] = f
+                continue
             for f in (storage.walk_files(m) if storage.isdir(m) else [m] if os.path.isfile(m) else []):
                 f = os.path.abspath(f)
                 real = os.path.realpath(f)
@@ -133,18 +137,49 @@ def expand_paths(paths: list[str]) -> list[str]:
     return sorted(out.values())
 
 
+def listing_lines(src: SourceConfig, listing: str) -> list[str]:
+    """The files a Common Crawl listing (``wet.paths.gz``: one path per line, relative to the
+    crawl's bucket) names, after ``limit`` (the first N) and ``sample`` (n of them, seeded, in
+    listing order)."""
+    try:
+        with storage.open_decompressed(listing) as fh:
+            text = fh.read().decode("utf-8")
+    except storage.StreamDamage as err:
+        raise InputError(f"{listing}: the listing is damaged: {err}") from None
+    except UnicodeDecodeError as err:
+        raise InputError(f"{listing}: the listing is not UTF-8 text (byte {err.start})") from None
+    lines = [ln.strip() for ln in text.splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    if src.limit is not None:
+        lines = lines[: src.limit]
+    if src.sample is not None and src.sample.n < len(lines):
+        import random
+
+        keep = sorted(random.Random(src.sample.seed).sample(range(len(lines)), src.sample.n))
+        lines = [lines[i] for i in keep]
+    return lines
+
+
 def source_files(src: SourceConfig) -> list[tuple[str, str, str]]:
-    """(absolute path, path relative to the source's root folder, format) for each file."""
-    files = expand_paths(src.paths)
+    """(absolute path or URL, path relative to the source's root, format) for each file. The
+    lines of a listing are relative to ``src.base``, and that relative path is the file's
+    ``rel`` (so ids do not depend on whether it is read from S3, HTTPS or a local copy)."""
+    listings = [p for p in src.paths if src.is_listing(p) and not storage.isdir(p)]
+    plain = [p for p in src.paths if p not in listings]
+    out = []
+    for listing in listings:
+        for line in listing_lines(src, listing):
+            fmt = src.format if src.format != "auto" else detect_format(line)
+            if fmt is not None:
+                out.append((storage.join(src.base, line), line.lstrip("/"), fmt))
+    files = expand_paths(plain) if plain else []
     if src.format == "auto":
         files = [f for f in files if detect_format(f) is not None]
-    if not files:
-        return []
-    root = os.path.commonpath([os.path.dirname(f) for f in files])
-    out = []
-    for f in files:
-        fmt = src.format if src.format != "auto" else detect_format(f)
-        out.append((f, os.path.relpath(f, root), fmt))
+    if files:
+        root = storage.commonpath([storage.dirname(f) for f in files])
+        for f in files:
+            fmt = src.format if src.format != "auto" else detect_format(f)
+            out.append((f, storage.relpath(f, root), fmt))
     return out
 
 

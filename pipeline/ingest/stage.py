@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from siftmix.pipeline.core import storage
 from siftmix.pipeline.core.errors import InputError, StageError
-from siftmix.pipeline.core.schema import DOC_SCHEMA
+from siftmix.pipeline.core.schema import DOC_SCHEMA, RAW_SCHEMA
 from siftmix.pipeline.core.shards import (PARQUET_OPTIONS, Processed, ShardResult, ShardWorker, rejected_rows,
                                          run_shard, summarize)
 from siftmix.pipeline.core.stage import Stage, StageContext, reasons_text
@@ -23,15 +23,31 @@ from .readers import SUFFIXES, ReadFailure, source_files
 
 
 def plan(cfg) -> list[IngestTask]:
-    """One task per input file of every source (a source without files is a one-line error)."""
+    """One task per input file of every source (a source without files is a one-line error).
+    A listed file that does not exist stops the stage (``on_missing: fail``) or becomes a task
+    whose one record is rejected as ``missing_file`` (``on_missing: reject``)."""
     tasks = []
     for src in cfg.sources:
         files = source_files(src)
         if not files:
             raise StageError(f"source {src.name!r}: no input files of a known format in {', '.join(src.paths)}")
-        for i, (path, rel, fmt) in enumerate(files):
-            tasks.append(IngestTask(path=path, rel=rel, fmt=fmt, source=src.name, index=i, size=storage.size(path)))
+        infos = storage.stat_many([f[0] for f in files])
+        for i, ((path, rel, fmt), info) in enumerate(zip(files, infos)):
+            if info is None and src.on_missing == "fail":
+                raise InputError(f"source {src.name!r}: {path}: no such file (set on_missing: reject to count it "
+                                 "as a rejected row and go on)")
+            tasks.append(IngestTask(path=path, rel=rel, fmt=fmt, source=src.name, index=i,
+                                    size=info.size if info else 0, version=info.version if info else None))
     return tasks
+
+
+def _missing_file(task: IngestTask) -> pa.Table:
+    """The one rejected record of a listed file that does not exist."""
+    from .readers import derived_id
+
+    meta = json.dumps({"file": task.rel, "error": f"no such file: {task.path}"}, ensure_ascii=False)
+    return pa.table({"id": [derived_id(task.source, task.rel, "missing")], "source": [task.source], "text": [None],
+                     "url": [None], "meta": [meta], "error": ["missing_file"]}, schema=RAW_SCHEMA)
 
 
 class IngestWorker(ShardWorker):
@@ -53,6 +69,9 @@ class IngestWorker(ShardWorker):
 
     def batches(self, task: IngestTask) -> Iterator[pa.Table]:
         n = 0
+        if task.version is None:
+            yield _missing_file(task)
+            return
         try:
             for records in iter_columns(task, self.sources[task.source], self.cfg):
                 batch = raw_table(records, task.source, self.cfg.on_bad_encoding)
@@ -186,8 +205,9 @@ def unique_ids(ctx: StageContext, tasks: list[IngestTask], results: list[ShardRe
 def ingest_file(task: IngestTask, src: SourceConfig, cfg: IngestConfig, out_dir: str) -> ShardResult:
     """One input file into ``out_dir/data`` and ``out_dir/rejected``, in this process (no Ray):
     the stage's work for one task. A file that cannot be read raises :class:`InputError`."""
-    if not task.size:
-        task = dataclasses.replace(task, size=storage.size(task.path))
+    if not task.size or task.version is None:
+        info = storage.stat(task.path)
+        task = dataclasses.replace(task, size=info.size if info else 0, version=info.version if info else None)
     return run_shard(IngestWorker({src.name: src}, cfg), task, out_dir)
 
 
@@ -210,7 +230,9 @@ class IngestStage(Stage):
         return {"stage": "ingest", "sources": [s.model_dump() for s in cfg.sources], "ingest": cfg.ingest.model_dump()}
 
     def input_fingerprint(self, cfg, upstream) -> str:
-        return storage.fingerprint([t.path for t in plan(cfg)])
+        tasks = plan(cfg)
+        return storage.fingerprint_infos([t.path for t in tasks], [None if t.version is None else
+                                         storage.objstore.Info(t.path, t.size, t.version) for t in tasks], missing_ok=True)
 
     def run(self, ctx: StageContext) -> dict:
         cfg = ctx.cfg
