@@ -72,8 +72,9 @@ def guarded(fn):
             return fn(*args, **kwargs)
         except SiftmixError as e:
             _fail(str(e), e.exit_code)
-        except PermissionError as e:
-            _fail(f"permission denied: {e.filename or e}", 1)
+        except PermissionError as e:  # the OS's "Permission denied", or object storage's own words
+            why = e.strerror if e.strerror and e.strerror != "Permission denied" else "permission denied"
+            _fail(f"{why}: {e.filename or e}", 1)
         except OSError as e:
             _fail(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""), 1)
         except KeyboardInterrupt:

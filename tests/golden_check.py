@@ -70,7 +70,7 @@ def run_hashes(run_dir: Path) -> dict[str, str]:
         manifest = json.loads(m.read_text())
         out[f"{stage.name}/_manifest.json#counts"] = canonical_json(manifest["counts"])
         for sub in HASHED_DIRS:
-            folder = stage / sub
+            folder = stage / manifest.get("attempt", ".") / sub
             if not folder.is_dir():
                 continue
             for f in sorted(folder.rglob("*")):

@@ -7,7 +7,7 @@ import json
 import browser
 import numpy as np
 import pytest
-from conftest import demo_sources, parquet_bytes, run_cli
+from conftest import committed, demo_sources, parquet_bytes, run_cli
 from siftmix.pipeline.config import config_from_dict
 from siftmix.pipeline.core.shards import read_shards
 from siftmix.pipeline.core.text import normalized_words
@@ -34,7 +34,7 @@ def test_demo_planted_passages_found_and_cut_deterministically(ray_local, demo_c
         run_stage("ingest", cfg, log=_quiet)
         m = run_stage("decontam", cfg, workers=workers, log=_quiet, progress=False)
         stage = tmp_path / f"r{i}" / "30_decontam"
-        outs.append({**parquet_bytes(stage), "audit.json": (stage / "audit.json").read_bytes()})
+        outs.append({**parquet_bytes(stage), "audit.json": (committed(stage) / "audit.json").read_bytes()})
     assert outs[0] == outs[1] == outs[2]
     audit = json.loads(outs[0]["audit.json"])
     found = {(b["name"], e["id"]) for b in audit["benchmarks"] for e in b["dirty_examples"]}
@@ -43,8 +43,8 @@ def test_demo_planted_passages_found_and_cut_deterministically(ray_local, demo_c
     assert t["chars_in"] == t["chars_kept"] + t["chars_removed"] and t["documents_cut"] >= len({x["doc"] for x in truth}) - 5
     c = m["counts"]
     assert c["in"] == c["kept"] + c["rejected"]
-    docs = read_shards(str(tmp_path / "r0" / "30_decontam" / "data"))
-    rej = read_shards(str(tmp_path / "r0" / "30_decontam" / "rejected"))
+    docs = read_shards(str(committed(tmp_path / "r0" / "30_decontam") / "data"))
+    rej = read_shards(str(committed(tmp_path / "r0" / "30_decontam") / "rejected"))
     assert any("#" in i for i in docs["id"].to_pylist())
     assert set(rej["reason"].to_pylist()) <= {f"contaminated:{b}" for b in ("demo_qa", "demo_cloze", "demo_facts")}
     bench_texts = {}
@@ -57,9 +57,9 @@ def test_demo_planted_passages_found_and_cut_deterministically(ray_local, demo_c
         assert bench_texts[ex] not in kept  # every planted passage is gone from the data
     # the audit alone reports the same and writes no data
     audit_m = run_stage("audit", cfg, log=_quiet, progress=False)
-    a2 = json.loads((tmp_path / "r2" / "30_audit" / "audit.json").read_text())
+    a2 = json.loads((committed(tmp_path / "r2" / "30_audit") / "audit.json").read_text())
     assert [b["dirty"] for b in a2["benchmarks"]] == [b["dirty"] for b in audit["benchmarks"]]
-    assert not (tmp_path / "r2" / "30_audit" / "data").exists() and audit_m["stage"] == "audit"
+    assert not (committed(tmp_path / "r2" / "30_audit") / "data").exists() and audit_m["stage"] == "audit"
 
 
 def test_real_crawl_with_planted_benchmarks_and_boilerplate(ray_local, shared_data, tmp_path):
@@ -84,7 +84,7 @@ def test_real_crawl_with_planted_benchmarks_and_boilerplate(ray_local, shared_da
     cfg = _cfg(tmp_path / "run", [{"name": "common_crawl", "paths": [str(tmp_path / "crawl")]}], [str(bench_dir)])
     run_stage("ingest", cfg, log=_quiet)
     m = run_stage("decontam", cfg, log=_quiet, progress=False)
-    docs = read_shards(str(tmp_path / "run" / "30_decontam" / "data"))
+    docs = read_shards(str(committed(tmp_path / "run" / "30_decontam") / "data"))
     text_of = {}
     for i, t in zip(docs["id"].to_pylist(), docs["text"].to_pylist()):
         text_of.setdefault(i.split("#")[0], []).append(t)
@@ -94,7 +94,7 @@ def test_real_crawl_with_planted_benchmarks_and_boilerplate(ray_local, shared_da
     for doc in boiler_docs:
         assert len(text_of[doc]) == 1 and boiler in text_of[doc][0] and doc in text_of  # ignored: untouched
     assert m["training_side"]["ngrams_ignored_as_boilerplate"] > 0
-    audit = json.loads((tmp_path / "run" / "30_decontam" / "audit.json").read_text())
+    audit = json.loads((committed(tmp_path / "run" / "30_decontam") / "audit.json").read_text())
     assert len(audit["benchmarks"]) == 14
     dirty = {e["id"] for b in audit["benchmarks"] for e in b["dirty_examples"]}
     n_of = {b["name"]: b["n"] for b in audit["benchmarks"]}
@@ -112,7 +112,7 @@ def test_audit_html_in_headless_chromium(ray_local, demo_corpus, tmp_path):
     cfg = _cfg(tmp_path / "h", demo_sources(demo_corpus), [str(demo_corpus / "benchmarks")])
     run_stage("ingest", cfg, log=_quiet)
     run_stage("decontam", cfg, log=_quiet, progress=False)
-    page = tmp_path / "h" / "30_decontam" / "audit.html"
+    page = committed(tmp_path / "h" / "30_decontam") / "audit.html"
     assert browser.outside_resources(page.read_text()) == []  # self-contained
     dom, console = browser.load(page, tmp_path / "chrome")
     assert console == []
@@ -126,8 +126,9 @@ def test_cli_audit_and_decontam(tmp_path, demo_corpus):
     (tmp_path / "data" / "d.jsonl").write_text(json.dumps({"text": "Some intro text here. " + q["text"] + " and more."}) + "\n")
     r = run_cli("audit", "-i", tmp_path / "data", "-b", demo_corpus / "benchmarks", "-o", tmp_path / "out")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip().endswith("30_audit/audit.html")
-    a = json.loads((tmp_path / "out" / "30_audit" / "audit.json").read_text())
+    audit_dir = committed(tmp_path / "out" / "30_audit")
+    assert r.stdout.strip() == str(audit_dir / "audit.html")
+    a = json.loads((audit_dir / "audit.json").read_text())
     assert {e["id"] for b in a["benchmarks"] for e in b["dirty_examples"]} == {q["id"]}
     assert json.loads((tmp_path / "data" / "d.jsonl").read_text())["text"].count(q["text"]) == 1  # untouched
     p = tmp_path / "c.yaml"
@@ -160,10 +161,10 @@ def test_stage_equals_brute_force_oracle(ray_local, tmp_path):
     cfg.ingest.min_chars = 1
     run_stage("ingest", cfg, log=_quiet)
     run_stage("decontam", cfg, workers=2, log=_quiet, progress=False)
-    ingested = read_shards(str(tmp_path / "run" / "00_ingest" / "data"))
+    ingested = read_shards(str(committed(tmp_path / "run" / "00_ingest") / "data"))
     ids, texts = ingested["id"].to_pylist(), ingested["text"].to_pylist()
     want_train, want_dirty = oracle(texts, load_benchmarks([str(tmp_path / "b")]))
-    out = read_shards(str(tmp_path / "run" / "30_decontam" / "data"))
+    out = read_shards(str(committed(tmp_path / "run" / "30_decontam") / "data"))
     got = {}
     for i, t in zip(out["id"].to_pylist(), out["text"].to_pylist()):
         got.setdefault(i.split("#")[0], []).append(t)
@@ -174,5 +175,5 @@ def test_stage_equals_brute_force_oracle(ray_local, tmp_path):
             assert got.get(ids[d], []) == ([] if pieces == "dropped" else pieces), ids[d]
         else:
             assert got[ids[d]] == [text]
-    audit = json.loads((tmp_path / "run" / "30_decontam" / "audit.json").read_text())
+    audit = json.loads((committed(tmp_path / "run" / "30_decontam") / "audit.json").read_text())
     assert {int(e["id"][1:]) for e in audit["benchmarks"][0]["dirty_examples"]} == want_dirty["bench"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import demo_sources, parquet_bytes, run_cli
+from conftest import committed, demo_sources, parquet_bytes, run_cli
 from siftmix.dedup.minhash import shingle_strings
 from siftmix.pipeline.config import config_from_dict
 from siftmix.pipeline.core.shards import read_shards
@@ -33,7 +33,7 @@ def _cfg(run_dir, sources, **dedup):
 
 
 def _clusters(stage: Path) -> dict[str, list[str]]:
-    t = read_shards(str(stage / "clusters"))
+    t = read_shards(str(committed(stage) / "clusters"))
     out = defaultdict(list)
     if t is not None:
         for c, i in zip(t["cluster"].to_pylist(), t["id"].to_pylist()):
@@ -65,8 +65,8 @@ def test_demo_counts_clusters_and_reasons(demo_run):
     assert c["in"] == c["kept"] + c["rejected"] > 0
     for s in c["by_source"].values():
         assert s["in"] == s["kept"] + s["rejected"]
-    data = read_shards(str(run_dir / "20_dedup" / "data"))
-    rej = read_shards(str(run_dir / "20_dedup" / "rejected"))
+    data = read_shards(str(committed(run_dir / "20_dedup") / "data"))
+    rej = read_shards(str(committed(run_dir / "20_dedup") / "rejected"))
     kept_ids = set(data["id"].to_pylist())
     clusters = _clusters(run_dir / "20_dedup")
     assert m["clusters"]["n_clusters"] == len(clusters) > 0
@@ -94,7 +94,7 @@ def test_demo_counts_clusters_and_reasons(demo_run):
 def test_demo_planted_duplicates_found_and_nothing_below_0_7_joined(demo_run, demo_corpus):
     cfg, m, run_dir = demo_run
     truth = json.loads((demo_corpus / "truth.json").read_text())
-    ingest = read_shards(str(run_dir / "00_ingest" / "data"))
+    ingest = read_shards(str(committed(run_dir / "00_ingest") / "data"))
     text = dict(zip(ingest["id"].to_pylist(), ingest["text"].to_pylist()))
     source = dict(zip(ingest["id"].to_pylist(), ingest["source"].to_pylist()))
     clusters = _clusters(run_dir / "20_dedup")
@@ -187,9 +187,9 @@ def test_cross_source_removes_webtext_copies_from_the_crawl(demo_run, demo_corpu
     c = _cfg(other, demo_sources(demo_corpus), scope="cross_source")
     run_stage("dedup", c, log=_quiet, progress=False)
     truth = json.loads((demo_corpus / "truth.json").read_text())
-    rej = read_shards(str(other / "20_dedup" / "rejected"))
+    rej = read_shards(str(committed(other / "20_dedup") / "rejected"))
     reason = dict(zip(rej["id"].to_pylist(), rej["reason"].to_pylist()))
-    ingest = read_shards(str(run_dir / "00_ingest" / "data"))
+    ingest = read_shards(str(committed(run_dir / "00_ingest") / "data"))
     text = dict(zip(ingest["id"].to_pylist(), ingest["text"].to_pylist()))
     found = 0
     for p in truth["webtext_in_cc"]:
@@ -238,7 +238,7 @@ def test_real_near_duplicate_sets_are_found(ray_local, shared_data, tmp_path):
         a, b = p["id_a"], p["id_b"]
         same = label.get(a) is not None and label.get(a) == label.get(b)
         assert same == p["is_near_duplicate"], p
-    rej = read_shards(str(tmp_path / "run" / "20_dedup" / "rejected"))
+    rej = read_shards(str(committed(tmp_path / "run" / "20_dedup") / "rejected"))
     reason = dict(zip(rej["id"].to_pylist(), rej["reason"].to_pylist()))
     exact = 0
     for g in groups:  # BBC articles equal after collapsing case and non-word characters: one cluster
@@ -344,7 +344,7 @@ def test_dedup_cli_and_bad_config(demo_run, tmp_path):
                              "dedup": {"bands": 20}}))
     r = run_cli("dedup", p)
     assert r.returncode == 2 and "dedup" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert pq.ParquetFile(next((run_dir / "20_dedup" / "data").iterdir())).schema_arrow.names[-1] == "dup_cluster"
+    assert pq.ParquetFile(next((committed(run_dir / "20_dedup") / "data").iterdir())).schema_arrow.names[-1] == "dup_cluster"
 
 
 def test_stage_recall_by_band_and_no_low_pair_joined(ray_local, tmp_path):

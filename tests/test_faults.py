@@ -51,7 +51,7 @@ class WorkerKiller(threading.Thread):
         self.done = threading.Event()
 
     def _running(self, stage: str) -> bool:
-        return any(self.run_dir.glob(f".{stage}.tmp-*")) and not (self.run_dir / stage / "_manifest.json").exists()
+        return any(self.run_dir.glob(f"{stage}/attempt-*")) and not (self.run_dir / stage / "_manifest.json").exists()
 
     def run(self) -> None:
         me = psutil.Process()
@@ -163,8 +163,8 @@ def _one_error_line(r: subprocess.CompletedProcess) -> str:
 
 
 def _nothing_finished(run_dir: Path, stage: str) -> None:
-    assert not (run_dir / stage).exists()
-    assert not list(run_dir.glob(f".{stage}.tmp-*")) if run_dir.is_dir() else True
+    assert not (run_dir / stage / "_manifest.json").exists()
+    assert not list(run_dir.glob(f"{stage}/attempt-*")) if run_dir.is_dir() else True
 
 
 @pytest.fixture
@@ -224,7 +224,7 @@ def test_disk_full_at_the_manifest_is_one_line_and_leaves_nothing_finished(ray_l
     res = CliRunner().invoke(app, ["run", str(_small_config(tmp_path, run_dir))])
     assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert lines[-1].startswith(f"error: No space left on device: {run_dir}/.00_ingest.tmp-"), lines
+    assert lines[-1] == f"error: No space left on device: {run_dir}/00_ingest/_manifest.json.tmp", lines
     assert lines[-1].endswith("/_manifest.json.tmp") and sum(ln.startswith("error") for ln in lines) == 1
     _nothing_finished(run_dir, "00_ingest")
 

@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from badinput import EXPECTED_REJECTS, expected_kept, make_bad_inputs
-from conftest import demo_sources, parquet_bytes, run_cli
+from conftest import committed, demo_sources, parquet_bytes, run_cli
 from siftmix.pipeline.config import config_from_dict
 from siftmix.pipeline.core.errors import StageError
 from siftmix.pipeline.core.shards import read_shards
@@ -50,8 +50,8 @@ def test_real_common_crawl_files(ray_local, shared_data, tmp_path):
         assert c["by_source"]["cc_warc"]["in"] == n_resp
         assert c["by_source"]["cc_wet"]["in"] == n_conv
         assert c["in"] == c["kept"] + c["rejected"]
-        docs = read_shards(str(Path(cfg.run_dir) / "00_ingest" / "data"))
-        rej = read_shards(str(Path(cfg.run_dir) / "00_ingest" / "rejected"))
+        docs = read_shards(str(committed(Path(cfg.run_dir) / "00_ingest") / "data"))
+        rej = read_shards(str(committed(Path(cfg.run_dir) / "00_ingest") / "rejected"))
         ids = docs["id"].to_pylist() + (rej["id"].to_pylist() if rej is not None else [])
         assert len(ids) == len(set(ids)) == n_resp + n_conv
         assert all(i.startswith("urn:uuid:") for i in ids)  # WARC-Record-IDs
@@ -80,7 +80,7 @@ def test_bad_input_folder_through_ray(ray_local, tmp_path):
     assert c["rejected_by_reason"] == EXPECTED_REJECTS
     assert c["kept"] == expected_kept(folder)
     assert c["in"] == c["kept"] + c["rejected"]
-    stage = Path(cfg.run_dir) / "00_ingest"
+    stage = committed(Path(cfg.run_dir) / "00_ingest")
     assert read_shards(str(stage / "data")).num_rows == c["kept"]
     assert read_shards(str(stage / "rejected")).num_rows == c["rejected"]
     big = read_shards(str(stage / "rejected")).filter(pc.equal(pc.field("reason"), "too_long"))

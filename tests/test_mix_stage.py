@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import demo_sources, run_cli
+from conftest import committed, demo_sources, run_cli
 from siftmix.pipeline.config import config_from_dict
 from siftmix.pipeline.core.errors import StageError
 from siftmix.pipeline.runner import run_stage
@@ -20,7 +20,7 @@ def _quiet(*a, **k):
 
 
 def _files(stage: Path) -> dict:
-    return {p.name: p.read_bytes() for p in sorted((stage / "shards").iterdir())}
+    return {p.name: p.read_bytes() for p in sorted((committed(stage) / "shards").iterdir())}
 
 
 def _demo(run_dir, corpus, stages, **mix):
@@ -44,8 +44,8 @@ def test_full_demo_pipeline_shares_and_tokenized_shards(ray_local, demo_corpus, 
     assert m["input_stage"] == "quality"
     _check_shares(m)
     assert m["partitions"] > 1 and len(m["shards"]) > 2
-    assert "Realized weight" in m["table_2_2"] and (tmp_path / "run" / "40_mix" / "plan.json").exists()
-    stage = tmp_path / "run" / "40_mix" / "shards"
+    assert "Realized weight" in m["table_2_2"] and (committed(tmp_path / "run" / "40_mix") / "plan.json").exists()
+    stage = committed(tmp_path / "run" / "40_mix") / "shards"
     total = 0
     for sh in m["shards"]:
         t = pq.read_table(stage / sh["file"])

@@ -24,7 +24,7 @@ from siftmix.pipeline.ingest.normalize import IngestTask
 from siftmix.pipeline.ingest.readers import expand_paths, read_jsonl, read_txt, read_warc, read_wet
 from siftmix.pipeline.ingest.stage import ingest_file
 
-from conftest import SIFTMIX
+from conftest import committed, SIFTMIX
 
 PROSE = "The river crossed the valley near the old mill and the village grew around it. " * 3
 SRC = SourceConfig.model_construct(name="web", paths=["x"], format="auto", text_field="text", id_field="id",
@@ -261,10 +261,10 @@ def test_the_same_id_in_two_files_of_a_source_is_rejected_in_the_later_file(ray_
     cfg = config_from_dict({"run_dir": str(tmp_path / "run"), "stages": ["ingest"],
                             "sources": [{"name": "web", "paths": [str(d)]}, {"name": "books", "paths": [str(other)]}]})
     m = run_stage("ingest", cfg, log=lambda *_: None)
-    docs = read_shards(str(tmp_path / "run" / "00_ingest" / "data"))
+    docs = read_shards(str(committed(tmp_path / "run" / "00_ingest") / "data"))
     web = docs.filter(pc.equal(docs["source"], "web"))
     assert sorted(web["id"].to_pylist()) == ["d0", "d1", "d2", "d3", "d4"]
-    rej = read_shards(str(tmp_path / "run" / "00_ingest" / "rejected"))
+    rej = read_shards(str(committed(tmp_path / "run" / "00_ingest") / "rejected"))
     (row,) = rej.to_pylist()
     assert row["id"] == "d3" and row["reason"] == "duplicate_id" and "a.jsonl" in json.loads(row["meta"])["error"]
     assert json.loads(row["meta"])["file"] == "b.jsonl"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
-from conftest import demo_sources, parquet_bytes, run_cli
+from conftest import committed, demo_sources, parquet_bytes, run_cli
 from siftmix.pipeline.config import config_from_dict
 from siftmix.pipeline.core.shards import read_shards
 from siftmix.pipeline.runner import run_stage
@@ -36,7 +36,7 @@ def test_quality_stage_on_demo_counts_determinism_reuse(ray_local, demo_corpus, 
         m = run_stage("quality", cfg, workers=workers, log=_quiet, progress=False)
         stage = Path(cfg.run_dir) / "10_quality"
         outs.append({k: v for k, v in parquet_bytes(stage).items()})
-        outs[-1]["model.bin"] = (stage / "model" / "model.bin").read_bytes()
+        outs[-1]["model.bin"] = (committed(stage) / "model" / "model.bin").read_bytes()
         manifests.append(m)
     assert outs[0] == outs[1] == outs[2]  # byte-identical with 1 and 2 workers, twice
     m = manifests[0]
@@ -48,10 +48,10 @@ def test_quality_stage_on_demo_counts_determinism_reuse(ray_local, demo_corpus, 
             assert sc["rejected"] == 0  # curated sources are not filtered
     assert set(c["rejected_by_reason"]) == {"quality"}
     assert 0 < c["by_source"]["common_crawl"]["kept"] < c["by_source"]["common_crawl"]["in"]
-    ev = json.loads((tmp_path / "run0" / "10_quality" / "eval.json").read_text())
+    ev = json.loads((committed(tmp_path / "run0" / "10_quality") / "eval.json").read_text())
     assert ev["heldout"]["fasttext"]["roc_auc"] > 0.7
     assert set(m["score_histograms"]) == {"edges", "common_crawl"}
-    stage = tmp_path / "run0" / "10_quality"
+    stage = committed(tmp_path / "run0" / "10_quality")
     docs, rej = read_shards(str(stage / "data")), read_shards(str(stage / "rejected"))
     cc = docs.filter(pc.equal(docs["source"], "common_crawl"))
     assert cc["quality_score"].null_count == 0 and docs.filter(pc.equal(docs["source"], "wikipedia"))["quality_score"].null_count > 0
@@ -82,7 +82,7 @@ def test_heuristics_and_score_mode(ray_local, demo_corpus, tmp_path):
     assert c["in"] == c["kept"] + c["rejected"]
     m = run_stage("quality_score", cfg, log=_quiet, progress=False)
     assert m["counts"]["rejected"] == 0 and m["stage"] == "quality_score"
-    docs = read_shards(os.path.join(cfg.run_dir, "10_quality_scored", "data"))
+    docs = read_shards(str(committed(os.path.join(cfg.run_dir, "10_quality_scored")) / "data"))
     assert docs.filter(pc.equal(docs["source"], "common_crawl"))["quality_score"].null_count == 0
 
 
@@ -103,7 +103,7 @@ def test_embedding_and_stacked_scorers_offline(ray_local, tmp_path, monkeypatch)
     assert m["eval"]["embedding"]["roc_auc"] > 0.6 and m["eval"]["both"]["roc_auc"] > 0.6
     c = m["counts"]
     assert c["in"] == c["kept"] + c["rejected"]
-    model_dir = Path(cfg.run_dir) / "10_quality" / "model"
+    model_dir = committed(Path(cfg.run_dir) / "10_quality") / "model"
     assert (model_dir / "centroids.npy").exists()
     import pyarrow as pa
 

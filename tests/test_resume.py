@@ -55,12 +55,15 @@ def _atomic(tmp_path, final):
         Path(out.path("data", "a.parquet")).write_bytes(b"x")
         m = out.commit({"stage": "x", "config_hash": "c", "input_fingerprint": "i"})
     assert read_manifest(str(final))["output_fingerprint"] == m["output_fingerprint"]
-    # a stale temp folder from a killed run is cleaned by the next run of the stage
-    stale = tmp_path / "run" / ".00_x.tmp-99999"
-    stale.mkdir()
+    assert sorted(p.name for p in final.iterdir()) == sorted([m["attempt"], "_manifest.json"])
+    assert m["outputs"] == [{"path": "data/a.parquet", "size": 1}]
+    # an attempt of a killed run is cleaned by the next run of the stage; the committed one stays
+    stale = final / "attempt-20260101T000000-99999-abcdef"
+    (stale / "data").mkdir(parents=True)
     with stage_output(str(final)) as out:
-        assert not stale.exists()
+        assert not stale.exists() and (final / m["attempt"] / "data" / "a.parquet").exists()
         out.abort()
+    assert read_manifest(str(final))["attempt"] == m["attempt"]
 
 
 def test_rerun_skips_finished_stage_and_force_recomputes(ray_local, tmp_path):
@@ -115,15 +118,16 @@ def test_kill_9_of_the_driver_mid_stage_then_rerun_is_byte_identical(tmp_path):
     proc = subprocess.Popen([*SIFTMIX, "run", str(crash_cfg), "--workers", "1"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     run_dir = tmp_path / "crash"
-    killed = _kill_driver_when(proc, lambda: len(list(run_dir.glob(".00_ingest.tmp-*/data/*.parquet"))) >= 5)
+    killed = _kill_driver_when(proc, lambda: len(list(run_dir.glob("00_ingest/attempt-*/data/*.parquet"))) >= 5)
     assert killed, "the stage finished before it could be killed"
     assert proc.returncode == -signal.SIGKILL
-    assert not (run_dir / "00_ingest").exists()  # nothing that looks finished
-    assert list(run_dir.glob(".00_ingest.tmp-*"))  # just the abandoned temp folder
+    assert not (run_dir / "00_ingest" / MANIFEST).exists()  # nothing that looks finished
+    abandoned = list(run_dir.glob("00_ingest/attempt-*"))  # just the abandoned attempt
+    assert len(abandoned) == 1
 
     r = subprocess.run([*SIFTMIX, "run", str(crash_cfg), "--workers", "1"], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert not list(run_dir.glob(".00_ingest.tmp-*"))
+    assert not abandoned[0].exists() and len(list(run_dir.glob("00_ingest/attempt-*"))) == 1
     clean, resumed = parquet_bytes(tmp_path / "clean" / "00_ingest"), parquet_bytes(run_dir / "00_ingest")
     assert len(clean) == 150 and clean == resumed
     mc = json.loads((tmp_path / "clean" / "00_ingest" / MANIFEST).read_text())
@@ -141,10 +145,10 @@ def test_kill_9_in_a_later_stage_then_rerun_resumes_there(demo_corpus, demo_refe
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     with open(tmp_path / "crash.log", "w") as log:
         proc = subprocess.Popen([*SIFTMIX, "run", str(config)], env=env, stdout=log, stderr=log, start_new_session=True)
-    killed = _kill_driver_when(proc, lambda: bool(list(run_dir.glob(".30_decontam.tmp-*"))))
+    killed = _kill_driver_when(proc, lambda: bool(list(run_dir.glob("30_decontam/attempt-*"))))
     assert killed, "decontam did not start:\n" + (tmp_path / "crash.log").read_text()[-3000:]
-    assert not (run_dir / "30_decontam").exists() and not (run_dir / "40_mix").exists()
-    assert list(run_dir.glob(".30_decontam.tmp-*"))  # the abandoned temp folder, not a stage
+    assert not (run_dir / "30_decontam" / MANIFEST).exists() and not (run_dir / "40_mix").exists()
+    assert list(run_dir.glob("30_decontam/attempt-*"))  # the abandoned attempt, not a stage
     finished = {st: json.loads((run_dir / st / MANIFEST).read_text()) for st in ("00_ingest", "10_quality")}
 
     r = subprocess.run([*SIFTMIX, "run", str(config)], env=env, capture_output=True, text=True, timeout=300)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, demo_sources
+from conftest import committed, REPO, demo_sources
 
 #: folder -> the package it is installed as
 PACKAGES = {"pipeline/core": "siftmix.pipeline.core", "pipeline/ingest": "siftmix.pipeline.ingest",
@@ -118,8 +118,8 @@ def test_toy_stage_runs_through_siftmix_run(toy, demo_corpus, tmp_path):
     assert toy_m["input_stage"] == "ingest" and mix["input_stage"] == "toy"  # the stage before it feeds each stage
     assert c["in"] == ingest["counts"]["kept"] == c["kept"] + c["rejected"] and c["rejected_by_reason"]["toy_short"] > 0
     assert all(s["in"] == s["kept"] + s["rejected"] for s in c["by_source"].values())
-    names_in = {p.name for p in (run_dir / "00_ingest" / "data").iterdir()}
-    assert {p.name for p in (run_dir / "25_toy" / "data").iterdir()} <= names_in  # shard names do not grow
+    names_in = {p.name for p in (committed(run_dir / "00_ingest") / "data").iterdir()}
+    assert {p.name for p in (committed(run_dir / "25_toy") / "data").iterdir()} <= names_in  # shard names do not grow
     assert mix["counts"]["by_source"]["webtext2"]["pieces_in"] > 0
     page = (run_dir / "report.html").read_text()
     assert 'id="25_toy"' in page and 'id="toy-note"' in page and "toy_short" in page

@@ -57,6 +57,8 @@ def _url_parts(path: str) -> tuple[str, list[str]]:
 def relpath(path: str, start: str) -> str:
     """``path`` relative to the folder ``start`` (both local, or both URLs)."""
     if is_url(path):
+        if path.rstrip("/") == start.rstrip("/"):
+            return "."
         return path[len(start.rstrip("/")) + 1:] if path.startswith(start.rstrip("/") + "/") else path
     return os.path.relpath(path, start)
 
@@ -224,7 +226,10 @@ def _remote_glob(pattern: str) -> list[str]:
     base = "/".join([root, *keys[:i]])
     pats = keys[i:]
     found: set[str] = set()
-    for info in _remote_tree(base):
+    tree = _remote_tree(base)
+    if tree and _component_match([], pats):  # `**` stands for no folder too: the base itself
+        found.add(base)
+    for info in tree:
         rel = relpath(info.url, base).split("/")
         for depth in range(1, len(rel) + 1):  # the object and the folders above it
             if _component_match(rel[:depth], pats):
@@ -296,7 +301,12 @@ def remove(path: str) -> None:
 def copy(src: str, dst: str) -> None:
     """Copy a file or a folder tree (between local disk and object storage too)."""
     if is_url(src) or is_url(dst):
-        files = [(f, join(dst, relpath(f, src))) for f in walk_files(src)] if isdir(src) else [(src, dst)]
+        if isdir(src):  # every file, dotfiles too (as shutil.copytree)
+            every = ([i.url for i in _remote_tree(src) if not i.is_dir] if is_url(src) else
+                     [os.path.join(r, f) for r, _d, fs in _walk(src, hidden=True) for f in fs])
+            files = [(f, join(dst, relpath(f, src).replace(os.sep, "/"))) for f in every]
+        else:
+            files = [(src, dst)]
         for a, b in files:
             with open_read(a) as fi, open_write(b) as fo:
                 while chunk := fi.read(8 << 20):
@@ -767,8 +777,13 @@ def check_writable(folder: str) -> None:
     on object storage: a missing bucket, bad credentials, a read-only scheme)."""
     if is_url(folder):
         probe = join(folder, f".siftmix-write-test-{os.getpid()}")
-        write_bytes(probe, b"siftmix")
-        _be(folder).delete([probe])
+        try:
+            write_bytes(probe, b"siftmix")
+            _be(folder).delete([probe])
+        except OSError as err:  # name the run dir, not the probe
+            if err.errno:
+                raise type(err)(err.errno, err.strerror, objstore.public_url(folder)) from None
+            raise OSError(str(err).replace(probe, folder)) from None
         return
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise NotADirectoryError(errno.ENOTDIR, "the run dir is a file, not a folder", folder)
@@ -970,13 +985,19 @@ class _Lease:
 
     def _renew(self) -> None:
         while not self.stop.wait(LEASE_S / 3):
-            try:
-                self.etag = self._put(if_match=self.etag) or self.etag
-            except objstore.PreconditionFailed:
-                self.lost = "another process took the run dir's lock (this one's lease had expired)"
+            if not self._renew_once():
                 return
-            except OSError:  # the store is unreachable (after retries): try again at the next tick
-                continue
+
+    def _renew_once(self) -> bool:
+        """Extend the lease (If-Match on its ETag); False once another process has taken it."""
+        try:
+            self.etag = self._put(if_match=self.etag) or self.etag
+        except objstore.PreconditionFailed:
+            self.lost = "another process took the run dir's lock (this one's lease had expired)"
+            return False
+        except OSError:  # the store is unreachable (after retries): try again at the next tick
+            pass
+        return True
 
     def check(self) -> None:
         if self.lost:
@@ -1066,7 +1087,14 @@ class StageOutput:
         return manifest
 
     def abort(self) -> None:
+        """Remove this attempt; and the stage folder too if nothing else is in it (a stage that
+        never finished leaves no folder on disk)."""
         remove(self.tmp)
+        if not is_url(self.final):
+            try:
+                os.rmdir(self.final)
+            except OSError:
+                pass  # not empty: an earlier commit (or another attempt) is there
 
 
 def _fsync_dir(path: str) -> None:
