@@ -73,7 +73,10 @@ def guarded(fn):
         except SiftmixError as e:
             _fail(str(e), e.exit_code)
         except PermissionError as e:  # the OS's "Permission denied", or object storage's own words
-            why = e.strerror if e.strerror and e.strerror != "Permission denied" else "permission denied"
+            # EACCES ("Permission denied") and EPERM ("Operation not permitted": root on an immutable
+            # folder) read the same to the user
+            os_words = ("Permission denied", "Operation not permitted")
+            why = e.strerror if e.strerror and e.strerror not in os_words else "permission denied"
             _fail(f"{why}: {e.filename or e}", 1)
         except OSError as e:
             _fail(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""), 1)

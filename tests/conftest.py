@@ -251,3 +251,24 @@ def committed_s3_files(s3_server: S3Server, run_url: str) -> dict[str, bytes]:
             k = "/".join([parts[0], *parts[2:]])
         out[k] = b"" if len(parts) == 1 else v
     return out
+
+
+@pytest.fixture(scope="session")
+def s3_corpus(s3_server, demo_corpus):
+    """The demo corpus uploaded to the S3 server (once)."""
+    from siftmix.pipeline.core import objstore, storage
+
+    old = {k: os.environ.get(k) for k in s3_server.env}
+    os.environ.update(s3_server.env)
+    objstore._backends.clear()
+    try:
+        url = s3_server.bucket("corpus-bucket") + "/corpus"
+        storage.copy(str(demo_corpus), url)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        objstore._backends.clear()
+    return url

@@ -48,3 +48,32 @@ def test_job_on_two_node_cluster_equals_embedded_run(cluster, demo_corpus, demo_
     assert_same_run(tmp_path / "run", demo_reference)
     m = json.loads((tmp_path / "run" / "40_mix" / "_manifest.json").read_text())
     assert len(m["shards"]) > 1 and m["partitions"] > 1
+
+
+def test_job_on_two_node_cluster_with_everything_on_s3(s3_server, s3_corpus, demo_corpus, demo_reference, tmp_path,
+                                                       monkeypatch):
+    """The same job with the corpus, the benchmarks and the run dir on the S3 server: the two
+    nodes share nothing but the bucket (the config travels in the job's working dir), and every
+    committed file equals the embedded local run's."""
+    from test_object_storage import _assert_same_as_reference, _s3_demo_config
+
+    for k, v in s3_server.env.items():  # each node's own environment: the standard AWS variables
+        monkeypatch.setenv(k, v)
+    workdir = tmp_path / "job"
+    workdir.mkdir()
+    run = s3_server.bucket("cluster-run") + "/run"
+    _s3_demo_config(workdir / "demo.yaml", s3_corpus, demo_corpus, run)
+    c = LocalCluster(marker=tmp_path)
+    try:
+        c.start()
+        r = c.ray("job", "submit", "--address", c.dashboard, "--working-dir", str(workdir),
+                  "--", "siftmix", "run", "demo.yaml", timeout=300)
+        assert r.returncode == 0 and re.search(r"Job '\S+' succeeded", r.stdout), (r.stdout + r.stderr)[-5000:]
+        assert "ray: cluster at" in r.stdout and f"report: {run}/report.html" in r.stdout
+        ours = [t for t in c.tasks() if t["name"] in ("_call", "_ShardActor.process") and t["state"] == "FINISHED"]
+        assert len({t["node_id"] for t in ours}) == 2
+    finally:
+        c.stop()
+        assert c.processes() == [], "cluster processes left behind"
+    assert s3_server.SECRET not in r.stdout + r.stderr
+    _assert_same_as_reference(s3_server, run, demo_reference)

@@ -291,27 +291,6 @@ def _s3_demo_config(path: Path, corpus_url: str, local_corpus: Path, run_url: st
     return path
 
 
-@pytest.fixture(scope="session")
-def s3_corpus(s3_server, demo_corpus):
-    """The demo corpus uploaded to the S3 server (once)."""
-    from siftmix.pipeline.core import objstore, storage
-
-    old = {k: os.environ.get(k) for k in s3_server.env}
-    os.environ.update(s3_server.env)
-    objstore._backends.clear()
-    try:
-        url = s3_server.bucket("corpus-bucket") + "/corpus"
-        storage.copy(str(demo_corpus), url)
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        objstore._backends.clear()
-    return url
-
-
 def _assert_same_as_reference(s3_server: S3Server, run_url: str, reference: Path) -> None:
     got = {k: v for k, v in committed_s3_files(s3_server, run_url).items() if "/" in k}
     want = {k: v for k, v in run_outputs(reference).items() if "/" in k}
