@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q -U "pip>=25"
 	@# torch first and pinned: pip then takes the CPU wheel of this machine, not a CUDA build
 	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	$(PIP) install -q -c constraints.txt -e '.[dev,test]'
 	@touch $(STAMP)
 
 install: $(STAMP)
