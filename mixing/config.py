@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 from siftmix.pipeline.core import storage
@@ -20,7 +21,10 @@ class MixConfig(Strict):
     tokenizer: str = Field("gpt2", description="gpt2 (offline GPT-2 BPE, as GPT-3) or a tokenizer.json file")
     split_chars: int = Field(8192, gt=100, description="documents longer than this are mixed in pieces (cut at whitespace)")
     shard_tokens: int = Field(50_000_000, gt=0, description="tokens per output shard (a shard ends at a document boundary)")
-    tokenized: bool = Field(True, description="also write token ids (.bin, uint16) with document offsets (.idx.npy)")
+    tokenized: bool = Field(True, description="also write the token ids of each shard (see token_format)")
+    token_format: Literal["megatron", "npy"] = Field(
+        "megatron", description="megatron: .bin + .idx (Megatron-LM/NeMo indexed dataset, MMIDIDX); "
+                                "npy: .bin (uint16/uint32) + .idx.npy (int64 document offsets)")
     partition_bytes: int = Field(256 * 2**20, gt=0, description="bytes of text per shuffle partition (held in one task)")
 
     @field_validator("weights")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -219,6 +220,56 @@ def token_stream(tokens: pa.Array, eot: int, dtype) -> tuple[np.ndarray, np.ndar
         offsets.append(pos)
     ids = np.concatenate(parts) if parts else np.zeros(0, dtype)
     return ids, np.asarray(offsets, dtype=np.int64)
+
+
+#: Megatron-LM / NeMo indexed dataset (``MMIDIDX``): header, version 1, dtype code.
+MEGATRON_HEADER = b"MMIDIDX\x00\x00"
+MEGATRON_DTYPE_CODES = {np.dtype(np.uint8): 1, np.dtype(np.int8): 2, np.dtype(np.int16): 3, np.dtype(np.int32): 4,
+                        np.dtype(np.int64): 5, np.dtype(np.float64): 6, np.dtype(np.float32): 7,
+                        np.dtype(np.uint16): 8}
+
+
+def megatron_dtype(n_vocab: int) -> np.dtype:
+    """The token dtype of a Megatron ``.bin``: uint16 up to 65,536 ids, else int32 (the format has
+    no uint32)."""
+    return np.dtype(np.uint16) if n_vocab <= 65536 else np.dtype(np.int32)
+
+
+def megatron_index(lengths: np.ndarray, dtype) -> bytes:
+    """The ``.idx`` of a Megatron indexed dataset whose ``.bin`` holds the documents back to back:
+    header, version, dtype code, sequence count, document count + 1, then int32 sequence
+    lengths, int64 byte pointers and int64 document indices (one sequence per document, as
+    Megatron's preprocess_data.py writes it)."""
+    dtype = np.dtype(dtype)
+    if dtype not in MEGATRON_DTYPE_CODES:
+        raise ValueError(f"Megatron's indexed dataset has no dtype {dtype}")
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if len(lengths) and (lengths.min() < 0 or lengths.max() > np.iinfo(np.int32).max):
+        raise ValueError("a sequence length does not fit Megatron's int32 lengths")
+    n = len(lengths)
+    pointers = np.zeros(n, dtype=np.int64)
+    if n > 1:
+        np.cumsum(lengths[:-1] * dtype.itemsize, out=pointers[1:])
+    doc_idx = np.arange(n + 1, dtype=np.int64)
+    return b"".join([MEGATRON_HEADER, struct.pack("<Q", 1), struct.pack("<B", MEGATRON_DTYPE_CODES[dtype]),
+                     struct.pack("<Q", n), struct.pack("<Q", n + 1), lengths.astype("<i4").tobytes(),
+                     pointers.astype("<i8").tobytes(), doc_idx.astype("<i8").tobytes()])
+
+
+def read_megatron_index(data: bytes) -> dict:
+    """The fields of a Megatron ``.idx`` (for ``siftmix trace`` and the tests): dtype, lengths,
+    pointers, document indices."""
+    if data[:9] != MEGATRON_HEADER:
+        raise ValueError("not a Megatron indexed dataset index (no MMIDIDX header)")
+    version, = struct.unpack_from("<Q", data, 9)
+    code, = struct.unpack_from("<B", data, 17)
+    n, n_docs = struct.unpack_from("<QQ", data, 18)
+    off = 34
+    lengths = np.frombuffer(data, dtype="<i4", count=n, offset=off)
+    pointers = np.frombuffer(data, dtype="<i8", count=n, offset=off + 4 * n)
+    doc_idx = np.frombuffer(data, dtype="<i8", count=n_docs, offset=off + 12 * n)
+    dtype = next(d for d, c in MEGATRON_DTYPE_CODES.items() if c == code)
+    return {"version": version, "dtype": dtype, "lengths": lengths, "pointers": pointers, "document_indices": doc_idx}
 
 
 def table_2_2(plans: list[SourcePlan], realized: dict[str, dict]) -> str:

@@ -30,6 +30,8 @@ from .mix import (
     bucket_token_sums,
     find_threshold,
     make_pieces,
+    megatron_dtype,
+    megatron_index,
     plan_mixture,
     refine_threshold,
     shard_boundaries,
@@ -113,8 +115,13 @@ def _shard_task(task: Partition, mix: MixConfig, out_dir: str) -> dict:
                             **{**PARQUET_OPTIONS, "use_dictionary": ["source"]})
         if tok is not None:
             ids, offsets = token_stream(part["tokens"], tok.eot, tok.dtype)
-            storage.write_array(name + ".bin", ids)
-            storage.write_array(name + ".idx.npy", offsets, npy=True)
+            if mix.token_format == "megatron":
+                ids = ids.astype(megatron_dtype(tok.n_vocab), copy=False)
+                storage.write_array(name + ".bin", ids)
+                storage.write_bytes(name + ".idx", megatron_index(np.diff(offsets), ids.dtype))
+            else:
+                storage.write_array(name + ".bin", ids)
+                storage.write_array(name + ".idx.npy", offsets, npy=True)
         nt = part["n_tokens"].to_numpy()
         for src, c in zip(part["source"].to_pylist(), nt):
             tokens[src] += int(c)
@@ -133,7 +140,8 @@ class MixStage(Stage):
 
     Counts GPT-2 tokens, plans epochs per source (printed and written to plan.json before any
     data moves), samples deterministically, shuffles across sources and writes
-    RUN_DIR/40_mix/shards/*.parquet (+ .bin token ids and .idx.npy offsets).
+    RUN_DIR/40_mix/shards/*.parquet (+ token ids: .bin + .idx in Megatron's indexed-dataset
+    format, or .bin + .idx.npy offsets with mix.token_format: npy).
 
     Examples:
 
@@ -232,7 +240,10 @@ class MixStage(Stage):
                         "share": tokens.get(s, 0) / total_out,
                         "epochs": tokens.get(s, 0) / available[s] if available.get(s) else 0.0}
                     for s in sorted(set(available) | set(mx.weights))}
-        dtype = "uint16" if not mx.tokenized or get_tokenizer(mx.tokenizer).dtype == np.uint16 else "uint32"
+        tok_dtype = np.dtype(get_tokenizer(mx.tokenizer).dtype) if mx.tokenized else np.dtype(np.uint16)
+        if mx.tokenized and mx.token_format == "megatron":
+            tok_dtype = megatron_dtype(get_tokenizer(mx.tokenizer).n_vocab)
+        dtype = tok_dtype.name
         return {
             "config": {"mix": mx.model_dump(), "seed": seed}, "plan": plan_doc,
             "counts": {"in": sum(pieces_n.values()), "tokens_available": int(sum(available.values())),
@@ -243,7 +254,8 @@ class MixStage(Stage):
                                          "threshold": tau.get(s), "full_copies": copies.get(s)}
                                      for s in sorted(realized)}},
             "table_2_2": table_2_2(plans, realized),
-            "tokenized": {"enabled": mx.tokenized, "tokenizer": mx.tokenizer, "dtype": dtype, "eot_after_each_document": True},
+            "tokenized": {"enabled": mx.tokenized, "format": mx.token_format, "tokenizer": mx.tokenizer, "dtype": dtype,
+                          "eot_after_each_document": True},
             "shards": [sh for r in written for sh in r["shards"]],
             "partitions": n_parts,
         }

@@ -1,5 +1,6 @@
 """The mix stage through a real local Ray: shares on the demo corpus and on real data,
-determinism with 1 and 2 workers, tokenized shards that decode back to their Parquet shards."""
+determinism with 1 and 2 workers, Megatron-format token shards that megatron-core reads back as
+the tokens of their Parquet shards."""
 
 import json
 from pathlib import Path
@@ -46,20 +47,22 @@ def test_full_demo_pipeline_shares_and_tokenized_shards(ray_local, demo_corpus, 
     assert m["partitions"] > 1 and len(m["shards"]) > 2
     assert "Realized weight" in m["table_2_2"] and (committed(tmp_path / "run" / "40_mix") / "plan.json").exists()
     stage = committed(tmp_path / "run" / "40_mix") / "shards"
+    assert m["tokenized"]["format"] == "megatron" and m["tokenized"]["dtype"] == "uint16"
+    from megatron.core.datasets.indexed_dataset import IndexedDataset  # megatron-core's own reader
+    from siftmix.mixing.tokenizer import get_tokenizer
+
+    tok = get_tokenizer("gpt2")
     total = 0
     for sh in m["shards"]:
         t = pq.read_table(stage / sh["file"])
         assert t.column_names == ["id", "source", "repeat", "text", "n_tokens"]
-        ids = np.fromfile(stage / sh["file"].replace(".parquet", ".bin"), dtype=np.uint16)
-        offsets = np.load(stage / sh["file"].replace(".parquet", ".idx.npy"))
-        assert len(offsets) == t.num_rows + 1 and offsets[-1] == len(ids)
-        from siftmix.mixing.tokenizer import get_tokenizer
-
-        tok = get_tokenizer("gpt2")
+        ds = IndexedDataset(str(stage / sh["file"].removesuffix(".parquet")), mmap=True)
+        assert len(ds) == t.num_rows and ds.index.dtype == np.uint16
+        assert list(ds.document_indices) == list(range(t.num_rows + 1))
         for i, (text, n) in enumerate(zip(t["text"].to_pylist(), t["n_tokens"].to_pylist())):
-            seg = ids[offsets[i]:offsets[i + 1]]
+            seg = ds[i]  # every document, read by Megatron
             assert seg[-1] == 50256 and len(seg) == n + 1
-            assert tok.decode(seg[:-1]) == text  # the tokenized shard decodes to its Parquet shard
+            assert seg[:-1].tolist() == tok.encode([text])[0]  # the tokens of its Parquet row
         total += int(t["n_tokens"].to_numpy().sum())
     assert total == m["counts"]["tokens"]
     # repeats are distinct rows: (id, repeat) unique over all shards
@@ -70,12 +73,19 @@ def test_full_demo_pipeline_shares_and_tokenized_shards(ray_local, demo_corpus, 
 def test_mix_deterministic_with_1_and_2_workers(ray_local, demo_corpus, tmp_path):
     outs = []
     for i, workers in enumerate((1, 2, 2)):
-        cfg = _demo(tmp_path / f"r{i}", demo_corpus, ["ingest", "mix"])
+        cfg = _demo(tmp_path / f"r{i}", demo_corpus, ["ingest", "mix"], token_format="npy")
         run_stage("ingest", cfg, log=_quiet)
         m = run_stage("mix", cfg, workers=workers, log=_quiet, progress=False)
         _check_shares(m)
         outs.append(_files(tmp_path / f"r{i}" / "40_mix"))
     assert len(outs[0]) >= 6 and outs[0] == outs[1] == outs[2]
+    # the npy token format: .bin + .idx.npy offsets that cut the .bin into the Parquet rows
+    stage = committed(tmp_path / "r0" / "40_mix") / "shards"
+    for sh in m["shards"]:
+        base = sh["file"].removesuffix(".parquet")
+        offsets = np.load(stage / (base + ".idx.npy"))
+        assert not (stage / (base + ".idx")).exists() and len(offsets) == sh["rows"] + 1
+        assert offsets[-1] == (stage / (base + ".bin")).stat().st_size // 2 == sh["tokens"] + sh["rows"]
 
 
 def test_plan_error_is_one_line(ray_local, demo_corpus, tmp_path):
