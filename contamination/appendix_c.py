@@ -7,7 +7,10 @@ there, pieces shorter than ``min_piece`` characters are dropped, and a document 
 than ``max_pieces`` pieces (counted before short pieces are dropped) is dropped whole.
 
 Benchmark side: an example is dirty if any of its N-grams occurs in the training data, with N
-the 5th percentile of the benchmark's example length in words, clamped to [min_n, 13].
+the 5th percentile of the benchmark's example length in words, clamped to [min_n, 13]. An
+example shorter than N has no N-gram and is never dirty by that rule; they are counted
+(``NgramIndex.short``), and with ``short="whole"`` such an example is dirty when its whole word
+sequence occurs in the training data.
 
 The stage (:mod:`.stage`, two passes over the data) is built on these; the brute-force reference
 they are tested against is ``oracle`` in ``tests/test_appendix_c.py``.
@@ -30,6 +33,7 @@ class Benchmark:
     name: str
     ids: list[str]
     texts: list[str]
+    path: str = ""  # the file it was read from (the clean subset is written in its format)
 
 
 @dataclass
@@ -43,12 +47,18 @@ class NgramIndex:
     #: per table, a bitmap over the top FILTER_BITS bits of the hashes (8 MiB): most n-grams of a
     #: training document are in no benchmark, and the bitmap rejects them before any search
     filters: dict[int, np.ndarray] = field(default_factory=dict)
+    #: per benchmark, the examples with fewer words than its N (no N-gram: never dirty by the paper's rule)
+    short: dict[str, int] = field(default_factory=dict)
+    #: ``short="whole"``: a short example of L >= 1 words is also in the L-table, as its one L-gram
+    #: (an entry of benchmark b in a table of size < N_b is always such a whole example)
+    whole: bool = False
 
     @classmethod
-    def build(cls, benchmarks: list[Benchmark], min_n: int = 8, max_n: int = 13) -> NgramIndex:
+    def build(cls, benchmarks: list[Benchmark], min_n: int = 8, max_n: int = 13, short: str = "ignore") -> NgramIndex:
         names = [b.name for b in benchmarks]
         n_of: dict = {}
         per_n: dict = {}
+        short_of: dict = {}
         for bi, b in enumerate(benchmarks):
             w = words(b.texts)
             lengths = np.diff(w.doc_start)
@@ -57,7 +67,16 @@ class NgramIndex:
             for size in {n, TRAIN_N}:
                 h, first = ngram_hashes(w, size)
                 per_n.setdefault(size, []).append((h, np.full(len(h), bi, np.int32), w.doc[first].astype(np.int32)))
-        idx = cls(names, n_of)
+            is_short = lengths < n
+            short_of[b.name] = int(is_short.sum())
+            if short == "whole":
+                for size in np.unique(lengths[is_short & (lengths > 0)]):  # a few distinct lengths below N
+                    h, first = ngram_hashes(w, int(size))
+                    ex = w.doc[first]
+                    one = lengths[ex] == size  # the example's whole word sequence, nothing longer's parts
+                    per_n.setdefault(int(size), []).append((h[one], np.full(int(one.sum()), bi, np.int32),
+                                                            ex[one].astype(np.int32)))
+        idx = cls(names, n_of, short=short_of, whole=short == "whole")
         for size, parts in per_n.items():
             h = np.concatenate([p[0] for p in parts])
             b = np.concatenate([p[1] for p in parts])
@@ -164,11 +183,24 @@ def decontaminate_batch(table: pa.Table, index: NgramIndex, ignored: set[int] | 
 
 # --------------------------------------------------------------------------- benchmark side
 
+def benchmark_sizes(index: NgramIndex) -> list[int]:
+    """The n-gram sizes the benchmark side looks up: every benchmark's N, and with
+    ``short_examples: whole`` the lengths of the short examples."""
+    return sorted(set(index.n.values()) | ({s for s in index.tables if s != TRAIN_N} if index.whole else set()))
+
+
+def counts_for(index: NgramIndex, bi: int, size: int) -> bool:
+    """Whether an entry of benchmark ``bi`` in the ``size``-table makes its example dirty: the
+    benchmark's own N, or (only whole short examples are there) a size below it."""
+    n = index.n[index.names[bi]]
+    return size == n or (index.whole and size < n)
+
+
 def benchmark_matches(w: Words, index: NgramIndex) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """For each benchmark-side N: the distinct N-gram hashes of the batch that are in the index,
     with the document (row in the batch) and first word of their first occurrence."""
     out = {}
-    for size in sorted(set(index.n.values())):
+    for size in benchmark_sizes(index):
         h, first = ngram_hashes(w, size)
         pos = index.lookup(size, h)
         hit = pos >= 0
@@ -183,10 +215,12 @@ def dirty_examples(index: NgramIndex, matched: dict[int, set[int] | np.ndarray])
     """{benchmark: {example index: one matched n-gram hash}} from the matched hashes per N."""
     out: dict[str, dict[int, int]] = {name: {} for name in index.names}
     for bi, name in enumerate(index.names):
-        size = index.n[name]
-        h, b, e = index.tables[size]
-        m = np.asarray(sorted(matched.get(size, ())), dtype=np.uint64)
-        sel = (b == bi) & np.isin(h, m)
-        for hv, ex in zip(h[sel], e[sel]):
-            out[name].setdefault(int(ex), int(hv))
+        for size in benchmark_sizes(index):
+            if not counts_for(index, bi, size):
+                continue
+            h, b, e = index.tables[size]
+            m = np.asarray(sorted(matched.get(size, ())), dtype=np.uint64)
+            sel = (b == bi) & np.isin(h, m)
+            for hv, ex in zip(h[sel], e[sel]):
+                out[name].setdefault(int(ex), int(hv))
     return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, ValidationInfo, field_validator
 from siftmix.pipeline.core.config import Strict, existing_paths
 
@@ -17,9 +19,14 @@ class DecontamConfig(Strict):
     min_piece: int = Field(200, ge=0, description="pieces shorter than this are dropped")
     max_pieces: int = Field(10, ge=1, description="a document split into more pieces is dropped whole")
     snippet_chars: int = Field(200, ge=0, description="training text shown on each side of a match in the reports")
+    short_examples: Literal["ignore", "whole"] = Field(
+        "ignore", description="examples shorter than N words: 'ignore' (the paper: never dirty; counted and warned) or "
+        "'whole' (dirty when their whole word sequence occurs in the training data)")
+    scores: list[str] = Field(default_factory=list, description="per-example evaluation results (lm-eval --log_samples "
+                              "files, or JSONL of {benchmark, id, score}): files, folders or globs; gives Table C.1")
     batch_rows: int = Field(2048, gt=0)
 
-    @field_validator("benchmarks")
+    @field_validator("benchmarks", "scores")
     @classmethod
     def _bench_paths(cls, v: list[str], info: ValidationInfo) -> list[str]:
         return existing_paths(v, info)

@@ -16,22 +16,41 @@ import pyarrow.compute as pc
 from siftmix.pipeline.core import storage
 from siftmix.pipeline.core.schema import REJECTED_SCHEMA
 from siftmix.pipeline.core.shards import Processed, rejected_rows
-from siftmix.pipeline.core.text import words
+from siftmix.pipeline.core.text import ngram_hashes, words
 
 from .appendix_c import (
     NgramIndex,
     benchmark_matches,
+    counts_for,
     decontaminate_batch,
     training_collisions,
 )
 
 
+def _repeats_of(w, size: int, uniq: np.ndarray, repeat: list) -> dict[int, set[int]]:
+    """{matched n-gram hash: the repeats (epochs) of the rows holding it} (the training mix: one
+    row per piece and repeat); one vectorised pass, then a loop over the matches only."""
+    hs, first = ngram_hashes(w, size)
+    sel = np.isin(hs, uniq)
+    out: dict[int, set[int]] = {}
+    for hv, d in zip(hs[sel].tolist(), w.doc[first[sel]].tolist()):
+        out.setdefault(hv, set()).add(repeat[d])
+    return out
+
+
 def scan_shard(path: str, index: NgramIndex, cfg) -> dict:
+    """Pass 1 over one shard: the documents per benchmark 13-gram, and the dirty examples, each
+    with the first training document (by id) and a snippet. A shard of the training mix (a
+    ``repeat`` column: the epoch in which the row is seen) also gives, per dirty example, the
+    epochs in which one of its n-grams is seen."""
     pf = storage.parquet_file(path)
+    cols = ["id", "text"] + (["repeat"] if "repeat" in pf.schema_arrow.names else [])
     pair_hashes = []
     dirty: dict[str, dict] = {}
-    for batch in pf.iter_batches(batch_size=cfg.batch_rows, columns=["id", "text"]):
+    rows = 0
+    for batch in pf.iter_batches(batch_size=cfg.batch_rows, columns=cols):
         t = pa.Table.from_batches([batch])
+        rows += t.num_rows
         text = t["text"].combine_chunks()
         w = words(text)
         d, _, h, _ = training_collisions(w, index)
@@ -42,16 +61,21 @@ def scan_shard(path: str, index: NgramIndex, cfg) -> dict:
         if not matches:
             continue
         ids = t["id"].to_pylist()
+        repeat = t["repeat"].to_pylist() if "repeat" in cols else None
         texts = None
         for size, (uniq, docs, firsts) in matches.items():
             keys, benches, examples = index.tables[size]
             lo, hi = np.searchsorted(keys, uniq, "left"), np.searchsorted(keys, uniq, "right")
+            epochs = _repeats_of(w, size, uniq, repeat) if repeat is not None else {}
             for hv, doc, fw, a, b in zip(uniq, docs, firsts, lo, hi):  # matched n-grams only (rare)
+                seen = epochs.get(int(hv))
                 for bi, ex in zip(benches[a:b], examples[a:b]):
-                    if index.n[index.names[bi]] != size:
+                    if not counts_for(index, int(bi), size):
                         continue
                     key = f"{bi}:{ex}"
                     doc_id = ids[doc]
+                    if seen is not None and key in dirty:
+                        dirty[key]["epochs"] = sorted(set(dirty[key]["epochs"]) | seen)
                     if key in dirty and dirty[key]["doc"] <= doc_id:
                         continue
                     if texts is None:
@@ -59,10 +83,15 @@ def scan_shard(path: str, index: NgramIndex, cfg) -> dict:
                     s, e = int(w.start[fw]), int(w.end[fw + size - 1])
                     src = texts[doc]
                     a0, b0 = max(0, s - cfg.snippet_chars), min(len(src), e + cfg.snippet_chars)
-                    dirty[key] = {"hash": int(hv), "doc": doc_id, "snippet": src[a0:b0], "span": [s - a0, e - a0]}
+                    old = dirty.get(key, {}).get("epochs", [])
+                    dirty[key] = {"hash": int(hv), "size": int(size), "doc": doc_id, "snippet": src[a0:b0],
+                                  "span": [s - a0, e - a0]}
+                    if seen is not None:
+                        dirty[key]["epochs"] = sorted(set(old) | seen)
     allh = np.concatenate(pair_hashes) if pair_hashes else np.zeros(0, np.uint64)
     uh, cnt = np.unique(allh, return_counts=True)
-    return {"file": os.path.basename(path), "hashes": uh.tobytes(), "counts": cnt.astype(np.int64).tobytes(), "dirty": dirty}
+    return {"file": os.path.basename(path), "hashes": uh.tobytes(), "counts": cnt.astype(np.int64).tobytes(),
+            "dirty": dirty, "rows": rows}
 
 
 def excise_table(t: pa.Table, index: NgramIndex, ignored: np.ndarray, cfg, keep_text: bool = True) -> Processed:
@@ -71,7 +100,7 @@ def excise_table(t: pa.Table, index: NgramIndex, ignored: np.ndarray, cfg, keep_
     many or too short pieces is dropped whole. Counted per document, not per row."""
     exc, info = decontaminate_batch(t.select(["id", "text"]), index, ignored, cfg.window, cfg.min_piece, cfg.max_pieces)
     extra = {"chars_in": pc.sum(pc.utf8_length(t["text"])).as_py() or 0, "chars_rejected": 0, "rows_out": 0,
-             "rejected_rows": Counter(), "documents_cut": 0, "collisions": info["collisions"], "ignored": info["ignored"]}
+             "rejected_rows": Counter(), "rejected_in_part": Counter(), "documents_cut": 0, "collisions": info["collisions"], "ignored": info["ignored"]}
     by_doc = dict(exc)
     rows, new_ids, new_texts, dropped = [], [], [], Counter()
     r_rows, r_ids, r_reason, r_text = [], [], [], []
@@ -91,6 +120,8 @@ def excise_table(t: pa.Table, index: NgramIndex, ignored: np.ndarray, cfg, keep_
             new_texts.append(piece)
         if e.dropped or not e.pieces:
             dropped[reason] += 1
+        else:  # kept in part: counted as kept (in = kept + rejected), and here by reason
+            extra["rejected_in_part"][reason] += 1
         for k, removed in enumerate(e.removed):
             r_rows.append(i)
             r_ids.append(ids[i] if e.dropped else f"{ids[i]}#x{k}")

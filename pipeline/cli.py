@@ -319,18 +319,28 @@ def audit(
     inputs: Annotated[list[str] | None, typer.Option("--input", "-i", help="dataset files or folders (JSONL, Parquet, ...)")] = None,
     benchmarks: Annotated[list[str] | None, typer.Option("--benchmarks", "-b", help="benchmark files or folders")] = None,
     out: Annotated[str | None, typer.Option("--out", "-o", help="output folder for --input (a path or s3:// / gs:// URL)")] = None,
+    scores: Annotated[list[str] | None, typer.Option("--scores", "-s", help="per-example evaluation results (lm-eval "
+                      "--log_samples files or {benchmark, id, score} JSONL; files, folders, globs; repeatable): Table C.1")] = None,
     force: ForceOpt = False, address: AddressOpt = None, workers: WorkersOpt = None,
 ):
     """Report which benchmark examples occur in a dataset; never changes the data.
 
     With CONFIG, audits the output of the stage before decontam (into RUN_DIR/30_audit). With
     --input, audits any dataset: it is read into OUT/00_ingest and reported in OUT/30_audit.
+    With --input RUN_DIR/40_mix, audits the training mix itself (its shards, repeats included:
+    a dirty example counts once per epoch in which it is seen). With --scores, the report gives
+    the scores on all, dirty and clean examples (GPT-3 Table C.1, Figure 4.2). Clean subsets of
+    every benchmark are written beside the report (clean/, dirty/).
 
     Examples:
 
         siftmix audit configs/demo.yaml
 
         siftmix audit -i my_corpus/ -b ../shared/data/benchmarks -o audit-out
+
+        siftmix audit -i runs/demo/40_mix -b demo/corpus/benchmarks -o audit-mix
+
+        siftmix audit configs/demo.yaml --scores lm-eval-out/ --scores more_scores.jsonl
     """
     if (config is None) == (not inputs):
         _fail("give either a CONFIG file or --input, --benchmarks and --out", 2)
@@ -345,13 +355,23 @@ def audit(
                                 "sources": [{"name": "dataset", "paths": inputs}],
                                 "ingest": {"min_chars": 1}, "decontam": {"benchmarks": benchmarks}},
                                base_dir=os.getcwd(), where="command line")
-    from .core.ray_runner import ray_session
+    if scores:  # added to the config's decontam.scores (relative paths: from the current folder)
+        data = cfg.model_dump()
+        data["decontam"]["scores"] = [*data["decontam"]["scores"], *scores]
+        cfg = config_from_dict(data, base_dir=os.getcwd(), where="--scores")
+    from siftmix.contamination.stage import MixAuditStage, is_mix_folder
+
     from .core.manifest import stage_path
-    from .runner import run_through, stage_dir
+    from .core.ray_runner import ray_session
+    from .runner import run_stage, run_through, stage_dir
 
     cfg = _with_stage(cfg, "decontam", config or "command line")
+    mix = inputs[0] if inputs and len(inputs) == 1 and is_mix_folder(inputs[0]) else None
     with ray_session(cfg.ray, address=address, log=_log):
-        m = run_through(cfg, "audit", force=force, workers=workers, console=err_console, log=_log)
+        if mix is not None:  # the training mix itself: read where it is, not ingested
+            m = run_stage(MixAuditStage(mix), cfg, force=force, workers=workers, console=err_console, log=_log)
+        else:
+            m = run_through(cfg, "audit", force=force, workers=workers, console=err_console, log=_log)
     print(stage_path(stage_dir(cfg, "audit"), m, "audit.html"))
 
 
