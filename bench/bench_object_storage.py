@@ -1,7 +1,7 @@
 """Object storage: the ingest stage reading from a local S3 server vs from local disk (the same
 files), and the cost of the commit of each stage, on disk and on S3.
 
-    python -m bench.bench_object_storage [--size 60MB] [--repeat 3]
+    python -m bench.bench_object_storage [--size 300MB] [--repeat 3]
 
 The S3 server is moto's (``ThreadedMotoServer``, in this process, on loopback): a pure-Python
 server sharing the machine's cores with the run, so the ratio is an upper bound of what S3
@@ -39,7 +39,7 @@ def _server():
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--size", default="60MB", help="demo corpus size to generate")
+    ap.add_argument("--size", default="300MB", help="demo corpus size to generate")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--name", default="object_storage", help="result file: bench/results/NAME.json")
     args = ap.parse_args(argv)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench import bench_decontam, bench_dedup, bench_ingest, bench_mix, bench_quality
+from bench import bench_decontam, bench_dedup, bench_ingest, bench_mix, bench_object_storage, bench_quality
 
 
 def main() -> None:
@@ -25,6 +25,8 @@ def main() -> None:
     decontam = bench_decontam.main(["--mb", "8", "--reference-mb", "1", "--name", "decontam-quick"] if args.quick else [])
     dedup = bench_dedup.main(["--quick"] if args.quick else [])
     quality = {} if args.quick else bench_quality.main([])
+    objstore = bench_object_storage.main(["--size", "30MB", "--repeat", "1", "--name", "object_storage-quick"]
+                                         if args.quick else [])
     print("\nsummary (overhead = siftmix time / bare loop time, per core)")
     for fmt, r in ingest["formats"].items():
         print(f"  ingest {fmt:5s}: bare {r['bare_loop_mb_s_per_core']:7.1f} MB/s/core, siftmix stage "
@@ -56,6 +58,10 @@ def main() -> None:
         d = quality["dclm"]["roc_auc"]
         print(f"  quality DCLM human labels ROC AUC: fastText {d['fasttext']['all']}, embedding "
               f"{d['embedding']['all']}, both {d['both']['all']}")
+    o = objstore["ingest"]
+    print(f"  object storage (local moto S3): ingest reading S3 {o['ratio_s3_read_vs_disk']}x the disk time, "
+          f"reading and writing S3 {o['ratio_s3_read_and_write_vs_disk']}x; commit per stage "
+          + ", ".join(f"{k} {v['s3'] * 1000:.0f} ms" for k, v in objstore["commit_s_per_stage"].items()))
     print(f"done in {time.time() - t0:.0f}s")
 
 
