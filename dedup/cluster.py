@@ -1,5 +1,5 @@
 """Pure pieces of fuzzy dedup after the signatures: candidate pairs from LSH buckets,
-verification, connected components, keeper choice.
+verification, connected components, keeper-verified removal.
 
 These run in one process on small inputs (a bucket, a component); the stage distributes them.
 """
@@ -188,18 +188,135 @@ def star_violations(u: np.ndarray, v: np.ndarray) -> int:
     return int((~(root | leaf)).sum())
 
 
-def choose_keepers(root: np.ndarray, doc: np.ndarray, ids: np.ndarray, source_rank: np.ndarray,
-                   score: np.ndarray, exact: np.ndarray) -> dict[str, np.ndarray]:
-    """Keeper of each component, vectorised: best source rank, then higher quality_score
-    (missing = lowest), then smallest id. Returns per member: keeper index, cluster size, and
-    whether its normalised text equals the keeper's (exact duplicate)."""
+# --------------------------------------------------------------------------- keeper-verified removal
+
+def keeper_order(root: np.ndarray, ids: np.ndarray, source_rank: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Members sorted by component, then keeper order inside it: best source rank, then higher
+    quality_score (missing = lowest), then smallest id."""
     s = np.where(np.isnan(score), -np.inf, score)
-    order = np.lexsort((ids, -s, source_rank, root))
-    st = _group_starts(root[order])
-    sizes = np.diff(st)
-    keeper_sorted = np.repeat(order[st[:-1]], sizes)
-    keeper = np.empty(len(root), np.int64)
-    keeper[order] = keeper_sorted
-    size = np.empty(len(root), np.int64)
-    size[order] = np.repeat(sizes, sizes)
-    return {"keeper": keeper, "size": size, "exact": exact == exact[keeper]}
+    return np.lexsort((ids, -s, source_rank, root))
+
+
+def exact_firsts(comp_starts: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    """For members already in keeper order: the index of the first member (in keeper order) of
+    the same component with the same normalised-text hash (itself if it is the first)."""
+    n = len(exact)
+    comp = np.repeat(np.arange(len(comp_starts) - 1), np.diff(comp_starts))
+    order = np.lexsort((np.arange(n), exact, comp))
+    c, e = comp[order], exact[order]
+    new = np.ones(n, bool)
+    new[1:] = (c[1:] != c[:-1]) | (e[1:] != e[:-1])
+    first_sorted = order[np.flatnonzero(new)][np.cumsum(new) - 1]
+    out = np.empty(n, np.int64)
+    out[order] = first_sorted
+    return out
+
+
+@numba.njit(cache=True)
+def _similarity(i, k, use_sig, sig, off, vals):
+    if use_sig:
+        same = 0
+        for x in range(sig.shape[1]):
+            if sig[i, x] == sig[k, x]:
+                same += 1
+        return same / sig.shape[1]
+    x, xe, y, ye = off[i], off[i + 1], off[k], off[k + 1]
+    na, nb, inter = xe - x, ye - y, 0
+    while x < xe and y < ye:
+        if vals[x] == vals[y]:
+            inter += 1
+            x += 1
+            y += 1
+        elif vals[x] < vals[y]:
+            x += 1
+        else:
+            y += 1
+    union = na + nb - inter
+    return inter / union if union > 0 else 1.0
+
+
+@numba.njit(cache=True)
+def _keeper_verify(starts, first, set_of, use_sig, sig, off, vals, t, max_component, max_compare,
+                   partner, sim, exact_dup, capped):
+    kept = np.empty(max(1, int(np.max(starts[1:] - starts[:-1])) if len(starts) > 1 else 1), np.int64)
+    for c in range(len(starts) - 1):
+        a, b = starts[c], starts[c + 1]
+        big = b - a > max_component
+        nk = 0
+        for i in range(a, b):
+            f = first[i]
+            if f != i:  # the same normalised text as an earlier member: the same decision
+                if partner[f] < 0:
+                    partner[i], sim[i], exact_dup[i] = f, 1.0, True
+                else:
+                    partner[i], sim[i], exact_dup[i] = partner[f], sim[f], exact_dup[f]
+                continue
+            best, p = -1.0, -1
+            si = set_of[i]
+            if si >= 0:
+                limit = nk
+                if big and nk > max_compare:
+                    limit = max_compare
+                    capped[i] = True
+                for x in range(limit):
+                    k = kept[x]
+                    sk = set_of[k]
+                    if sk < 0:
+                        continue
+                    s = _similarity(si, sk, use_sig, sig, off, vals)
+                    if s >= t and s > best:
+                        best, p = s, k
+            if p >= 0:
+                partner[i], sim[i] = p, best
+            else:
+                kept[nk] = i
+                nk += 1
+
+
+def keeper_verified(comp_starts: np.ndarray, exact: np.ndarray, set_of: np.ndarray, sig: np.ndarray,
+                    offsets: np.ndarray, values: np.ndarray, threshold: float, *, use_signature: bool = False,
+                    max_component: int = 1000, max_compare: int = 64) -> dict[str, np.ndarray]:
+    """Keeper-verified removal over members already in keeper order, grouped by component
+    (``comp_starts``): visit each component's members in that order; a member is removed only
+    if its similarity with a member already kept is >= ``threshold`` (its partner: the most
+    similar such member, the earlier one on ties), else it is kept and starts its own group. A
+    member with the normalised text of an earlier member shares that member's fate (an exact
+    duplicate of it if it was kept). Similarity: exact Jaccard of the shingle sets
+    ``values[offsets[s]:offsets[s + 1]]`` (``s = set_of[i]``, -1 for none: such a member is
+    never removed by similarity), or the signature estimate (rows ``sig[s]``). In components of
+    more than ``max_component`` members each member is compared with the first ``max_compare``
+    kept members only (``capped``).
+
+    Returns per member: ``partner`` (index of the kept member it duplicates, -1 if kept),
+    ``sim``, ``exact`` (same normalised text as the partner), ``capped``."""
+    n = len(exact)
+    partner = np.full(n, -1, np.int64)
+    sim = np.full(n, np.nan)
+    exact_dup = np.zeros(n, np.bool_)
+    capped = np.zeros(n, np.bool_)
+    if n:
+        first = exact_firsts(comp_starts, exact)
+        sig = np.ascontiguousarray(sig) if sig is not None and sig.size else np.zeros((1, 1), np.uint32)
+        _keeper_verify(comp_starts.astype(np.int64), first, set_of.astype(np.int64), use_signature, sig,
+                       offsets.astype(np.int64), values, float(threshold), int(max_component), int(max_compare),
+                       partner, sim, exact_dup, capped)
+    return {"partner": partner, "sim": sim, "exact": exact_dup, "capped": capped}
+
+
+@numba.njit(cache=True)
+def _all_pairs(members, set_of, off, vals, out):
+    p = 0
+    for x in range(len(members)):
+        for y in range(x + 1, len(members)):
+            i, k = set_of[members[x]], set_of[members[y]]
+            out[p] = _similarity(i, k, False, np.zeros((1, 1), np.uint32), off, vals) if i >= 0 and k >= 0 else np.nan
+            p += 1
+
+
+def all_pair_jaccards(members: np.ndarray, set_of: np.ndarray, offsets: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Exact Jaccard of every pair of ``members`` (NaN where a member has no shingle set)."""
+    m = len(members)
+    out = np.full(m * (m - 1) // 2, np.nan)
+    if m > 1:
+        _all_pairs(members.astype(np.int64), set_of.astype(np.int64), offsets.astype(np.int64), values, out)
+    return out

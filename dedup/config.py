@@ -34,6 +34,12 @@ class DedupConfig(Strict):
         default_factory=lambda: ["wikipedia", "books1", "books2", "webtext2", "common_crawl"],
         description="keeper choice: earlier sources win, then higher quality_score, then the smallest id")
     max_bucket: int = Field(64, ge=2, description="buckets with more distinct documents are compared to a few pivots only")
+    max_component: int = Field(1000, ge=2, description="keeper verification: in components up to this many members each "
+                               "member is compared with every kept member; above it (templated pages) with max_compare")
+    max_compare: int = Field(64, ge=1, description="keeper verification in components over max_component: each member is "
+                             "compared with at most this many kept members (the first in keeper order); counted as capped")
+    sample_clusters: int = Field(20, ge=0, description="precision report: a seeded sample of this many clusters whose "
+                                 "every pair is checked exactly")
     partitions: int | None = Field(None, gt=0, description="shuffle partitions (default: from the document count, never from the CPUs, so the output does not depend on them)")
     single_task_max_edges: int = Field(5_000_000, ge=0, description="connected components in one Ray task up to this many edges "
                                        "(16 bytes each), distributed large-star/small-star rounds above")

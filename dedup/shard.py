@@ -136,22 +136,26 @@ def dedup_schema(in_schema: pa.Schema) -> pa.Schema:
 
 
 def apply_table(t: pa.Table, first_row: int, decided_rows: np.ndarray, cluster: np.ndarray, reason: np.ndarray,
-                schema: pa.Schema, keep_text: bool) -> tuple[pa.Table, pa.Table]:
+                sim: np.ndarray, schema: pa.Schema, keep_text: bool) -> tuple[pa.Table, pa.Table]:
     """Mark one batch: rows in a cluster get ``dup_cluster`` (the keeper's id); rows with a
-    reason (``exact_duplicate_of:<id>`` / ``duplicate_of:<id>``) go to the rejected table."""
+    reason (``exact_duplicate_of:<id>`` / ``duplicate_of:<id>``) go to the rejected table, their
+    ``score`` the similarity with the kept document they duplicate (exact Jaccard, 1.0 for an
+    exact duplicate)."""
     n = t.num_rows
     lo, hi = np.searchsorted(decided_rows, [first_row, first_row + n])
     local = decided_rows[lo:hi] - first_row
     cl = np.full(n, None, object)
     rs = np.full(n, None, object)
+    sc = np.full(n, np.nan, np.float32)
     cl[local] = cluster[lo:hi]
     rs[local] = reason[lo:hi]
+    sc[local] = sim[lo:hi]
     rej_mask = np.zeros(n, bool)
     rej_mask[local] = np.fromiter((r is not None for r in reason[lo:hi]), bool, count=hi - lo)
     if "dup_cluster" in t.column_names:
         t = t.drop_columns(["dup_cluster"])
     out = t.append_column("dup_cluster", pa.array(cl, pa.string())).select(schema.names).cast(schema)
-    score = t["quality_score"].cast(pa.float32()) if "quality_score" in t.column_names else None
+    score = pa.array(sc, pa.float32(), from_pandas=True)
     rej = rejected_rows(t, pa.array(rs, pa.string()), keep_text=keep_text, score=score, mask=pa.array(rej_mask))
     return out.filter(pa.array(~rej_mask)), rej
 
@@ -160,10 +164,12 @@ def reason_kind(reason: str) -> str:
     return reason.split(":", 1)[0]
 
 
-def decision_arrays(decisions: pa.Table | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rows, cluster ids, reasons) of one shard's decided documents, sorted by row."""
+def decision_arrays(decisions: pa.Table | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, cluster ids, reasons, similarities) of one shard's decided documents, sorted by row."""
     if decisions is None or decisions.num_rows == 0:
-        return np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0, object)
+        return np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0, object), np.zeros(0, np.float32)
     decisions = decisions.sort_by("doc")
     rows = (decisions["doc"].to_numpy() & np.int64(0xFFFFFFFF)).astype(np.int64)
-    return rows, np.asarray(decisions["cluster"].to_pylist(), object), np.asarray(decisions["reason"].to_pylist(), object)
+    sim = decisions["sim"].to_numpy(zero_copy_only=False).astype(np.float32)
+    return (rows, np.asarray(decisions["cluster"].to_pylist(), object), np.asarray(decisions["reason"].to_pylist(), object),
+            sim)

@@ -16,9 +16,13 @@ count alone (never from the workers, so that the output does not depend on them)
 4. **components**: up to ``single_task_max_edges`` edges in one task (scipy), else rounds of
    large-star / small-star (Kiveris et al. 2014), each a shuffle on the node, until every
    component is a star around its smallest document -> ``members/<shard>/``.
-5. **keepers**: per shard, members get their id, source and quality score (a lookup by row),
-   shuffled on the component root; per partition the keeper is chosen -> ``decisions/<shard>/``
-   and ``clusters/clusters-p<partition>.parquet`` (every cluster, one row per member).
+5. **keepers**: per shard, members get their id, source, quality score (a lookup by row) and the
+   signature and shingle set the verify pass computed (``sets/<shard>``), shuffled on the
+   component root; per partition each component is visited in keeper order and a member is
+   removed only if its exact Jaccard with an already kept member is >= the threshold, else it is
+   kept and starts its own cluster (``cluster.keeper_verified``) -> ``decisions/<shard>/`` and
+   ``clusters/clusters-p<partition>.parquet`` (every cluster, one row per member), plus the
+   precision figures (similarity histogram, a seeded sample of clusters checked pair by pair).
 6. **apply** (per input shard): ``data/`` and ``rejected/``.
 
 The driver holds no per-document or per-edge state: counts and small histograms only.
@@ -36,8 +40,8 @@ import numpy as np
 import pyarrow as pa
 from siftmix.pipeline.core import storage
 from siftmix.pipeline.core.errors import StageError
-from siftmix.pipeline.core.hashing import mix64
-from siftmix.pipeline.core.htmlkit import Series, column_chart, k, n, table
+from siftmix.pipeline.core.hashing import hash01, mix64
+from siftmix.pipeline.core.htmlkit import Series, column_chart, esc, k, n, pct, table
 from siftmix.pipeline.core.shards import (
     PARQUET_OPTIONS,
     Processed,
@@ -49,9 +53,12 @@ from siftmix.pipeline.core.shards import (
 from siftmix.pipeline.core.stage import ShardStage, StageContext, reasons_text
 
 from .cluster import (
+    _group_starts,
+    all_pair_jaccards,
     bucket_candidates,
-    choose_keepers,
     components_min_label,
+    keeper_order,
+    keeper_verified,
     large_star,
     small_star,
     star_violations,
@@ -68,6 +75,7 @@ from .shard import (
     provide_table,
     reason_kind,
     sign_table,
+    unpack_binary,
 )
 
 ROW_MASK = np.int64(0xFFFFFFFF)
@@ -236,6 +244,7 @@ def _provide_task(task: ShardRef, params: DedupConfig, work: str) -> dict:
     need = {q: _read([f])["doc"].to_numpy() for q, f in asks.items()}
     docs = np.unique(np.concatenate(list(need.values())))
     prov = provide_table(task.path, docs, params)
+    _write(prov, _p(work, "sets", f"s{s:06d}.parquet"))  # for the keeper pass (sorted by doc)
     for q, d in need.items():
         sub = prov.take(pa.array(np.searchsorted(docs, d)))
         _write(sub, _p(work, "provided", f"p{q:05d}", f"s{s:06d}.parquet"))
@@ -324,43 +333,160 @@ def _star_members_task(task: RoundPart, work: str) -> dict:
 
 
 def _lookup_task(task: ShardNo, work: str, n_parts: int) -> dict:
-    """Members of one shard get their metadata (a lookup by row) and go to their root's partition."""
+    """Members of one shard get their metadata (a lookup by row) and, where the verify pass
+    computed them, their signature and shingle set; they go to their root's partition."""
 
     s = task.shard
     m = _read(_files(_p(work, "members", f"s{s:06d}")))
     meta = _read([_p(work, "meta", f"s{s:06d}.parquet")])
-    rows = (m["doc"].to_numpy() & ROW_MASK).astype(np.int64)
+    d = m["doc"].to_numpy()
+    rows = (d & ROW_MASK).astype(np.int64)
     t = meta.take(pa.array(rows)).append_column("root", m["root"])
+    sets_file = _p(work, "sets", f"s{s:06d}.parquet")
+    sets = _read([sets_file]) if storage.exists(sets_file) else None
+    if sets is not None and sets.num_rows:
+        sd = sets["doc"].to_numpy()
+        i = np.minimum(np.searchsorted(sd, d), len(sd) - 1)
+        idx = pa.array(i, mask=sd[i] != d)
+        t = t.append_column("sig", sets["sig"].take(idx)).append_column("sh", sets["sh"].take(idx))
+    else:
+        t = t.append_column("sig", pa.nulls(len(d), pa.large_binary())).append_column("sh", pa.nulls(len(d), pa.large_binary()))
     write_partitioned(t, partition_of(m["root"].to_numpy(), n_parts), lambda q: _p(work, "keep", f"p{q:05d}"), f"s{s:06d}.parquet")
     return {}
 
 
-def _keeper_task(task: Part, work: str, priority: list[str], out_dir: str) -> dict:
+SIM_BINS = 100  # the precision histogram: similarity of each removed document with its kept partner, in 0.01 bins
+SAMPLE_MEMBERS = 50  # a sampled cluster's pairs: all pairs of its first members
+
+
+@dataclass(frozen=True)
+class KeeperParams:
+    priority: tuple[str, ...]
+    verify: str
+    threshold: float
+    max_component: int
+    max_compare: int
+    sample: int
+    seed: int
+
+
+def _share_sets(comp_starts: np.ndarray, exact: np.ndarray, has: np.ndarray) -> np.ndarray:
+    """Each member's shingle-set row: its own, else that of a member of its component with the
+    same normalised text (exact-only members were never asked for theirs), else -1."""
+    n = len(exact)
+    comp = np.repeat(np.arange(len(comp_starts) - 1), np.diff(comp_starts))
+    order = np.lexsort((~has, exact, comp))
+    c, e = comp[order], exact[order]
+    new = np.ones(n, bool)
+    new[1:] = (c[1:] != c[:-1]) | (e[1:] != e[:-1])
+    rep = order[np.flatnonzero(new)][np.cumsum(new) - 1]
+    out = np.empty(n, np.int64)
+    out[order] = np.where(has[rep], rep, -1)
+    return out
+
+
+def _sample_clusters(gids: np.ndarray, keeper_of: np.ndarray, ids: np.ndarray, src: np.ndarray, exact: np.ndarray,
+                     sim: np.ndarray, set_of: np.ndarray, off: np.ndarray, vals: np.ndarray, kp: KeeperParams) -> list[dict]:
+    """The clusters (by keeper row) with the smallest ``hash01(seed, id)``: every pair of their
+    (first ``SAMPLE_MEMBERS``) members checked exactly."""
+    if not kp.sample or not len(gids):
+        return []
+    h = hash01(kp.seed, "dedup-precision-sample", ids[gids].tolist())
+    pick = np.argsort(h, kind="stable")[: kp.sample]
+    members_of = np.argsort(keeper_of, kind="stable")
+    starts = np.searchsorted(keeper_of[members_of], gids[pick])
+    out = []
+    for g, hv, st in zip(gids[pick], h[pick], starts):
+        mem = members_of[st:st + int((keeper_of == g).sum())]  # keeper first (it precedes its duplicates)
+        mem = mem[:SAMPLE_MEMBERS]
+        jac = all_pair_jaccards(mem, set_of, off, vals)
+        a, b = np.triu_indices(len(mem), 1)
+        jac = np.where(exact[mem[a]] == exact[mem[b]], 1.0, jac)  # the same normalised text
+        known = ~np.isnan(jac)
+        out.append({"h": float(hv), "cluster": str(ids[g]), "source": str(src[g]), "size": int((keeper_of == g).sum()),
+                    "pairs_checked": int(known.sum()), "pairs_at_least_threshold": int((jac[known] >= kp.threshold).sum()),
+                    "min_jaccard": round(float(jac[known].min()), 4) if known.any() else None,
+                    "members": [{"id": str(ids[i]), "jaccard_to_keeper": None if i == g else round(float(sim[i]), 4)}
+                                for i in mem[:10]]})
+    return out
+
+
+def _keeper_task(task: Part, work: str, kp: KeeperParams, out_dir: str) -> dict:
+    """Keeper-verified removal in each component of the partition (``cluster.keeper_verified``):
+    decisions per shard, the cluster listing, and the precision figures of the partition."""
 
     q = task.partition
     t = _read(_files(_p(work, "keep", f"p{q:05d}")))
     if t is None:
         return {"hist": {}, "docs": 0, "fuzzy_clusters": 0}
-    rank = {s: i for i, s in enumerate(priority)}
-    ids = np.asarray(t["id"].to_pylist(), dtype=np.str_)
-    src = t["source"].to_pylist()
-    score = t["score"].to_numpy(zero_copy_only=False).astype(np.float64)
-    r = choose_keepers(t["root"].to_numpy(), t["doc"].to_numpy(), ids, np.array([rank.get(s, len(rank)) for s in src]),
-                       score, t["exact"].to_numpy())
-    is_keeper = r["keeper"] == np.arange(t.num_rows)
-    keeper_ids = ids[r["keeper"]].astype(object)
+    rank = {s: i for i, s in enumerate(kp.priority)}
+    ids0 = np.asarray(t["id"].to_pylist(), dtype=np.str_)
+    src_rank = np.array([rank.get(x, len(rank)) for x in t["source"].to_pylist()])
+    score0 = t["score"].to_numpy(zero_copy_only=False).astype(np.float64)
+    order = keeper_order(t["root"].to_numpy(), ids0, src_rank, score0)
+    t, ids = t.take(pa.array(order)), ids0[order]
+    n = t.num_rows
+    comp_starts = _group_starts(t["root"].to_numpy())
+    exact = t["exact"].to_numpy()
+    off, vals = unpack_binary(t["sh"], np.uint64)  # a member without a set: an empty range
+    has = t["sh"].is_valid().to_numpy(zero_copy_only=False)
+    if kp.verify == "none":  # no similarity to verify with: every member duplicates its component's keeper
+        first = np.repeat(comp_starts[:-1], np.diff(comp_starts))
+        partner = np.where(first == np.arange(n), -1, first)
+        r = {"partner": partner, "sim": np.where(partner >= 0, np.nan, np.nan), "exact": exact == exact[first],
+             "capped": np.zeros(n, bool)}
+        r["sim"][r["exact"] & (partner >= 0)] = 1.0
+        set_of = np.full(n, -1, np.int64)
+    else:
+        set_of = _share_sets(comp_starts, exact, has)
+        sig = None
+        if kp.verify == "signature":
+            sv = unpack_binary(t["sig"], np.uint32)[1]
+            sig = np.zeros((n, len(sv) // max(1, int(has.sum()))), np.uint32)
+            sig[has] = sv.reshape(int(has.sum()), -1)
+        r = keeper_verified(comp_starts, exact, set_of, sig, off, vals, kp.threshold,
+                            use_signature=kp.verify == "signature", max_component=kp.max_component,
+                            max_compare=kp.max_compare)
+    partner, sim = r["partner"], r["sim"]
+    removed = partner >= 0
+    keeper_of = np.where(removed, partner, np.arange(n))
+    group_size = np.bincount(keeper_of, minlength=n)
+    size = group_size[keeper_of]
+    in_cluster = size >= 2
+    src = np.asarray(t["source"].to_pylist(), dtype=object)
     prefix = np.where(r["exact"], "exact_duplicate_of:", "duplicate_of:")
-    reason = np.where(is_keeper, None, np.char.add(prefix, ids[r["keeper"]]).astype(object))
-    doc = t["doc"].to_numpy()
-    dec = pa.table({"doc": doc, "cluster": pa.array(keeper_ids, pa.string()), "reason": pa.array(reason, pa.string())})
+    reason = np.where(removed, np.char.add(prefix, ids[keeper_of]).astype(object), None)
+    cluster_ids = ids[keeper_of].astype(object)
+    sel = pa.array(np.flatnonzero(in_cluster))
+    doc = t["doc"].to_numpy()[in_cluster]
+    sim32 = pa.array(np.where(removed, sim, np.nan).astype(np.float32), from_pandas=True)
+    dec = pa.table({"doc": doc, "cluster": pa.array(cluster_ids[in_cluster], pa.string()),
+                    "reason": pa.array(reason[in_cluster], pa.string()), "sim": sim32.take(sel)})
     write_partitioned(dec, doc >> np.int64(32), lambda s: _p(work, "decisions", f"s{s:06d}"), f"p{q:05d}.parquet")
-    listing = pa.table({"cluster": pa.array(keeper_ids, pa.string()), "id": t["id"], "source": t["source"],
-                        "keeper": is_keeper, "reason": pa.array(reason, pa.string()), "size": r["size"],
-                        "quality_score": t["score"]}).sort_by([("cluster", "ascending"), ("id", "ascending")])
+    comp_keeper = np.repeat(ids[comp_starts[:-1]], np.diff(comp_starts)).astype(object)
+    comp_size = np.repeat(np.diff(comp_starts), np.diff(comp_starts))
+    listing = pa.table({"cluster": pa.array(cluster_ids[in_cluster], pa.string()), "id": t["id"].take(sel),
+                        "source": t["source"].take(sel), "keeper": ~removed[in_cluster],
+                        "reason": pa.array(reason[in_cluster], pa.string()), "size": size[in_cluster],
+                        "jaccard": sim32.take(sel), "quality_score": t["score"].take(sel),
+                        "component": pa.array(comp_keeper[in_cluster], pa.string()), "component_size": comp_size[in_cluster],
+                        }).sort_by([("cluster", "ascending"), ("id", "ascending")])
     storage.write_table(listing, storage.join(out_dir, "clusters", f"clusters-p{q:05d}.parquet"), **PARQUET_OPTIONS)
-    fuzzy = len(np.unique(keeper_ids[~is_keeper & ~r["exact"]]))  # clusters holding a near (not exact) duplicate
-    hist = Counter(r["size"][is_keeper].tolist())
-    return {"hist": {int(k): int(v) for k, v in hist.items()}, "docs": int(t.num_rows), "fuzzy_clusters": int(fuzzy)}
+    is_keeper = ~removed & in_cluster
+    fuzzy = len(np.unique(keeper_of[removed & ~r["exact"]]))  # clusters holding a near (not exact) duplicate
+    kept_per_comp = np.add.reduceat((~removed).astype(np.int64), comp_starts[:-1]) if n else np.zeros(0, np.int64)
+    capped_comp = np.add.reduceat(r["capped"].astype(np.int64), comp_starts[:-1]) > 0 if n else np.zeros(0, bool)
+    near = removed & ~r["exact"]
+    bins = np.minimum((np.nan_to_num(sim[near]) * SIM_BINS).astype(np.int64), SIM_BINS - 1)
+    sample = _sample_clusters(np.flatnonzero(is_keeper), keeper_of, ids, src, exact, sim, set_of, off, vals, kp)
+    return {"hist": {int(k): int(v) for k, v in Counter(size[is_keeper].tolist()).items()},
+            "docs": int(in_cluster.sum()), "fuzzy_clusters": int(fuzzy),
+            "components": int(len(comp_starts) - 1), "split_components": int((kept_per_comp > 1).sum()),
+            "kept_by_verification": int((kept_per_comp - 1).sum()),
+            "capped_components": int(capped_comp.sum()), "capped_members": int(r["capped"].sum()),
+            "removed_exact": int((removed & r["exact"]).sum()), "removed_near": int(near.sum()),
+            "sim_hist": {int(k): int(v) for k, v in zip(*np.unique(bins, return_counts=True))},
+            "sample": sample}
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -400,7 +526,7 @@ def connected_components(mapper: Callable, work: str, edge_files: list[str], n_e
 
 class _ApplyState:
     def __init__(self, decisions, schema):
-        self.rows, self.cluster, self.reason = decision_arrays(decisions)
+        self.rows, self.cluster, self.reason, self.sim = decision_arrays(decisions)
         self.schema, self.first = schema, 0
 
 
@@ -414,11 +540,11 @@ class ApplyWorker(ShardWorker):
         return dedup_schema(storage.parquet_file(shard.path).schema_arrow)
 
     def open(self, shard: ShardRef) -> _ApplyState:
-        dec = _read(_files(_p(self.work, "decisions", f"s{shard.index:06d}")), ["doc", "cluster", "reason"])
+        dec = _read(_files(_p(self.work, "decisions", f"s{shard.index:06d}")), ["doc", "cluster", "reason", "sim"])
         return _ApplyState(dec, self.output_schema(shard))
 
     def process(self, batch: pa.Table, st: _ApplyState) -> Processed:
-        kept, rejected = apply_table(batch, st.first, st.rows, st.cluster, st.reason, st.schema, self.keep_text)
+        kept, rejected = apply_table(batch, st.first, st.rows, st.cluster, st.reason, st.sim, st.schema, self.keep_text)
         st.first += batch.num_rows
         return Processed(kept, rejected, reasons=[reason_kind(r) for r in rejected["reason"].to_pylist()])
 
@@ -512,14 +638,32 @@ class DedupStage(ShardStage):
         member_shards = sorted(int(n[1:]) for n in storage.listdir(_p(work, "members")) if n.startswith("s"))
         list(ctx.map(_lookup_task, [ShardNo(s) for s in member_shards], fn_kwargs={"work": work, "n_parts": parts}))
         keep = [Part(int(n[1:])) for n in storage.listdir(_p(work, "keep")) if n.startswith("p")]
-        res = list(ctx.map(_keeper_task, keep, fn_kwargs={"work": work, "priority": d.source_priority, "out_dir": ctx.tmp}))
+        kp = KeeperParams(tuple(d.source_priority), d.verify, d.threshold, d.max_component, d.max_compare,
+                          d.sample_clusters, ctx.cfg.seed)
+        res = list(ctx.map(_keeper_task, keep, fn_kwargs={"work": work, "kp": kp, "out_dir": ctx.tmp}))
         hist: Counter = Counter()
+        sims: Counter = Counter()
         for r in res:
             hist.update({int(k): v for k, v in r["hist"].items()})
+            sims.update({int(k): v for k, v in r.get("sim_hist", {}).items()})
         n_cl = sum(hist.values())
+        total = {k: sum(r.get(k, 0) for r in res) for k in ("components", "split_components", "kept_by_verification",
+                                                            "capped_components", "capped_members", "removed_exact",
+                                                            "removed_near")}
+        sample = sorted((x for r in res for x in r.get("sample", [])), key=lambda x: (x["h"], x["cluster"]))[:d.sample_clusters]
+        for x in sample:
+            x.pop("h")
+        precision = {
+            "rule": d.verify if d.verify != "none" else "none (components, unverified)",
+            **total,
+            "similarity_histogram": {f"{k / SIM_BINS:.2f}": v for k, v in sorted(sims.items())},
+            "sample": sample,
+            "sample_pairs_checked": sum(x["pairs_checked"] for x in sample),
+            "sample_pairs_at_least_threshold": sum(x["pairs_at_least_threshold"] for x in sample),
+        }
         return {"n_clusters": n_cl, "documents_in_clusters": sum(r["docs"] for r in res),
                 "exact_clusters": n_cl - sum(r["fuzzy_clusters"] for r in res),
-                "size_histogram": {str(k): v for k, v in sorted(hist.items())}}
+                "size_histogram": {str(k): v for k, v in sorted(hist.items())}, "precision": precision}
 
     def worker(self, ctx: StageContext, p: dict) -> ApplyWorker:
         return ApplyWorker(p["work"], ctx.cfg.ingest.keep_rejected_text, ctx.cfg.ingest.shard_max_bytes)
@@ -527,6 +671,9 @@ class DedupStage(ShardStage):
     def finish(self, ctx: StageContext, results: list[ShardResult], p: dict) -> dict:
         storage.remove(p["work"])
         counts, clusters = summarize(results), p["clusters"]
+        if "precision" in clusters:
+            clusters["precision"]["removal_rate_by_source"] = {
+                src: round(c["rejected"] / c["in"], 6) if c["in"] else 0.0 for src, c in sorted(counts["by_source"].items())}
         if counts["rejected"] != clusters["documents_in_clusters"] - clusters["n_clusters"]:
             raise StageError(f"dedup: {counts['rejected']} rejected but {clusters['documents_in_clusters']} documents in "
                              f"{clusters['n_clusters']} clusters")
@@ -543,7 +690,9 @@ class DedupStage(ShardStage):
     def summary(self, m: dict, out_dir: str) -> str:
         c = m["counts"]
         return (f"dedup: {c['in']} documents -> {c['kept']} kept, {c['rejected']} rejected ({reasons_text(c)}); "
-                f"{m['clusters']['n_clusters']} clusters; {m['timings']['wall_s']:.1f}s")
+                f"{m['clusters']['n_clusters']} clusters" + (
+                    f", {m['clusters']['precision']['kept_by_verification']} kept by keeper verification"
+                    if m["clusters"].get("precision") else "") + f"; {m['timings']['wall_s']:.1f}s")
 
     def report(self, run_dir: str, folder: str, m: dict) -> str:
         cl = m.get("clusters")
@@ -555,12 +704,49 @@ class DedupStage(ShardStage):
             f'<td{k("dedup.documents_in_clusters")}>{n(cl.get("documents_in_clusters"))}</td>'
             f'<td{k("dedup.exact_clusters")}>{n(cl.get("exact_clusters"))}</td>'
             f'<td>{n(sizes[-1][0] if sizes else None)}</td></tr>'])
-        if not sizes:
-            return "<h3>Duplicate clusters</h3>" + summary
-        chart = column_chart([str(s) for s, _ in sizes],
-                             [Series("clusters", [v for _, v in sizes], [f"{v:,} clusters of {s} documents" for s, v in sizes])],
-                             x_label="cluster size (documents)", y_label="clusters", svg_id="dedup-sizes")
-        return "<h3>Duplicate clusters</h3>" + summary + chart
+        out = "<h3>Duplicate clusters</h3>" + summary
+        if sizes:
+            out += column_chart([str(s) for s, _ in sizes],
+                                [Series("clusters", [v for _, v in sizes], [f"{v:,} clusters of {s} documents" for s, v in sizes])],
+                                x_label="cluster size (documents)", y_label="clusters", svg_id="dedup-sizes")
+        return out + self._precision_report(m)
+
+    @staticmethod
+    def _precision_report(m: dict) -> str:
+        """How precise the removal was: the rule, what verification kept, the similarity of each
+        removed document with its kept partner, removal rates per source, the checked sample."""
+        p = (m.get("clusters") or {}).get("precision")
+        if not p:
+            return ""
+        t = m["config"]["dedup"]["threshold"]
+        head = table(["rule", "removed: exact", "removed: near", "components", "split by verification",
+                      "kept by verification", "capped components (members)"], [
+            f'<tr><td>{esc(p["rule"])}, threshold {t}</td><td{k("dedup.removed_exact")}>{n(p["removed_exact"])}</td>'
+            f'<td{k("dedup.removed_near")}>{n(p["removed_near"])}</td><td>{n(p["components"])}</td>'
+            f'<td>{n(p["split_components"])}</td><td{k("dedup.kept_by_verification")}>{n(p["kept_by_verification"])}</td>'
+            f'<td{k("dedup.capped_components")}>{n(p["capped_components"])} ({n(p["capped_members"])})</td></tr>'])
+        out = ("<h3>Dedup precision</h3><p>A document is removed only when its similarity with a document already "
+               "kept in its component is at least the threshold; a member with no such kept partner is kept "
+               "(<em>kept by verification</em>: documents that connected components alone would have removed).</p>" + head)
+        hist = p.get("similarity_histogram") or {}
+        if hist:
+            labels = list(hist)
+            out += column_chart(labels, [Series("removed near-duplicates", list(hist.values()),
+                                                [f"{v:,} removed with similarity {x}-{float(x) + 0.01:.2f}" for x, v in hist.items()])],
+                                x_label="exact Jaccard with the kept partner", y_label="documents", svg_id="dedup-similarity")
+        rows = [f'<tr><td>{esc(s)}</td><td>{n(c["in"])}</td><td>{n(c["rejected"])}</td><td>{pct(c["rejected"], c["in"])}</td></tr>'
+                for s, c in sorted(m["counts"].get("by_source", {}).items())]
+        out += "<h4>Removal rate per source</h4>" + table(["source", "in", "removed", "rate"], rows)
+        sample = p.get("sample") or []
+        if sample:
+            rows = [f'<tr><td>{esc(x["cluster"])}</td><td>{esc(x["source"])}</td><td>{n(x["size"])}</td>'
+                    f'<td>{n(x["pairs_checked"])}</td><td>{n(x["pairs_at_least_threshold"])}</td>'
+                    f'<td>{"-" if x["min_jaccard"] is None else x["min_jaccard"]}</td></tr>' for x in sample]
+            out += (f"<h4>A seeded sample of {len(sample)} clusters, every pair checked exactly</h4>"
+                    f'<p{k("dedup.sample_pairs")}>{n(p["sample_pairs_at_least_threshold"])} of {n(p["sample_pairs_checked"])} '
+                    f"pairs at or above the threshold (pairs of two removed members need not be).</p>"
+                    + table(["cluster (keeper)", "source", "size", "pairs checked", "pairs >= threshold", "min Jaccard"], rows))
+        return out
 
 
 DEDUP = DedupStage()

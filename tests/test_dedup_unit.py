@@ -10,9 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from oracles import choose_keeper, components
 from siftmix.dedup.cluster import (
+    all_pair_jaccards,
     bucket_candidates,
-    choose_keepers,
     components_min_label,
+    keeper_order,
+    keeper_verified,
     large_star,
     small_star,
     star_violations,
@@ -117,7 +119,7 @@ def test_star_contraction_long_path():
     assert set(got.values()) == {0} and len(got) == 2000
 
 
-def test_choose_keepers_equal_scalar_rule():
+def test_keeper_order_equals_scalar_rule():
     rng = np.random.default_rng(0)
     n = 300
     root = rng.integers(0, 40, n)
@@ -125,18 +127,115 @@ def test_choose_keepers_equal_scalar_rule():
     source = srcs[rng.integers(0, 4, n)]
     score = np.where(rng.random(n) < 0.3, np.nan, rng.choice([0.1, 0.5, 0.9], n))
     ids = np.array([f"id{rng.integers(0, 10**6):07d}-{i}" for i in range(n)])
-    exact = rng.integers(0, 3, n).astype(np.uint64)
     prio = ["wikipedia", "books1", "webtext2", "common_crawl"]
     rank = {s: i for i, s in enumerate(prio)}
-    r = choose_keepers(root, np.arange(n), ids, np.array([rank.get(s, 4) for s in source]), score, exact)
+    order = keeper_order(root, ids, np.array([rank.get(s, 4) for s in source]), score)
+    assert (np.diff(root[order]) >= 0).all()
     for g in np.unique(root):
-        members = np.flatnonzero(root == g)
-        want = choose_keeper([{"id": ids[i], "source": source[i], "quality_score": None if np.isnan(score[i]) else score[i]}
-                              for i in members], prio)["id"]
-        assert {ids[r["keeper"][i]] for i in members} == {want}
-        assert (r["size"][members] == len(members)).all()
-        k = r["keeper"][members[0]]
-        assert (r["exact"][members] == (exact[members] == exact[k])).all()
+        members = [i for i in order if root[i] == g]  # in keeper order
+        rest = [{"id": ids[i], "source": source[i], "quality_score": None if np.isnan(score[i]) else score[i]} for i in members]
+        for i in members:  # each member is the scalar rule's keeper of itself and the members after it
+            assert choose_keeper(rest, prio)["id"] == ids[i]
+            rest = rest[1:]
+
+
+def _sets_arrays(sets: list[set]) -> tuple[np.ndarray, np.ndarray]:
+    off = np.zeros(len(sets) + 1, np.int64)
+    off[1:] = np.cumsum([len(x) for x in sets])
+    vals = np.concatenate([np.array(sorted(x), np.uint64) for x in sets]) if off[-1] else np.zeros(0, np.uint64)
+    return off, vals
+
+
+def _jac(a: set, b: set) -> float:
+    return len(a & b) / len(a | b) if a | b else 1.0
+
+
+@st.composite
+def _components(draw):
+    """A few components of documents whose shingle sets overlap a lot (chains of edits of a base
+    set), some documents sharing their normalised text (the same exact hash and set)."""
+    comps, sets, exact = [], [], []
+    for c in range(draw(st.integers(1, 4))):
+        base = set(range(c * 1000, c * 1000 + draw(st.integers(5, 30))))
+        members = []
+        for _ in range(draw(st.integers(1, 9))):
+            if members and draw(st.booleans()) and draw(st.booleans()):  # an exact copy of an earlier member
+                j = draw(st.sampled_from(members))
+                sets.append(sets[j])
+                exact.append(exact[j])
+            else:
+                cur = set(base)
+                drop = draw(st.lists(st.sampled_from(sorted(base)), max_size=6))
+                add = draw(st.lists(st.integers(c * 1000 + 500, c * 1000 + 520), max_size=6))
+                cur = (cur - set(drop)) | set(add)
+                sets.append(cur or {c * 1000})
+                exact.append(len(exact) + 7)  # a distinct text
+            members.append(len(sets) - 1)
+        comps.append(members)
+    return comps, sets, np.array(exact, np.uint64)
+
+
+@given(_components(), st.sampled_from([0.5, 0.7, 0.8, 0.9]))
+def test_keeper_verified_against_brute_force(data, t):
+    """The keeper-verified rule on small components with exact Jaccards: every removed document
+    has a kept partner >= t (its reported partner, with that exact similarity), no two kept
+    members of a component are >= t, and the decisions equal a plain scalar greedy."""
+    comps, sets, exact = data
+    order = np.array([i for c in comps for i in c])  # keeper order: as listed
+    starts = np.r_[0, np.cumsum([len(c) for c in comps])].astype(np.int64)
+    s = [sets[i] for i in order]
+    off, vals = _sets_arrays(s)
+    ex = exact[order]
+    r = keeper_verified(starts, ex, np.arange(len(s)), None, off, vals, t)
+    for a, b in zip(starts[:-1], starts[1:]):
+        kept = []
+        for i in range(a, b):  # the rule, one member at a time
+            twin = next((k for k in range(a, i) if ex[k] == ex[i]), None)
+            if twin is not None:
+                want = (twin, 1.0, True) if r["partner"][twin] < 0 else (r["partner"][twin], r["sim"][twin], r["exact"][twin])
+            else:
+                sims = [(_jac(s[i], s[k]), -k) for k in kept]
+                best = max(sims, default=(-1, 0))
+                want = (-best[1], best[0], False) if best[0] >= t else (-1, None, False)
+            if want[0] == -1:
+                kept.append(i)
+                assert r["partner"][i] == -1
+            else:
+                assert (r["partner"][i], bool(r["exact"][i])) == (want[0], want[2])
+                assert r["sim"][i] == pytest.approx(want[1])
+        for i in range(a, b):  # the properties
+            p = r["partner"][i]
+            if p >= 0:
+                assert r["partner"][p] == -1 and a <= p < b and _jac(s[i], s[p]) >= t
+                assert r["sim"][i] == pytest.approx(_jac(s[i], s[p]))
+        for x, y in itertools.combinations(kept, 2):
+            assert _jac(s[x], s[y]) < t
+    assert not r["capped"].any()
+
+
+def test_keeper_verified_chain_keeps_the_far_end_and_caps_big_components():
+    """A ~ B and B ~ C, but C is far from A: C is kept (connected components removed it)."""
+    a = set(range(100))
+    b = set(range(10, 110))  # J(a, b) = 90/110 = 0.82
+    c = set(range(20, 120))  # J(b, c) = 0.82, J(a, c) = 80/120 = 0.67
+    off, vals = _sets_arrays([a, b, c])
+    r = keeper_verified(np.array([0, 3]), np.array([1, 2, 3], np.uint64), np.arange(3), None, off, vals, 0.8)
+    assert r["partner"].tolist() == [-1, 0, -1]
+    # a big component: 12 distinct documents, compared with at most 2 kept members each
+    sets = [set(range(k * 100, k * 100 + 50)) for k in range(12)]
+    off, vals = _sets_arrays(sets)
+    r = keeper_verified(np.array([0, 12]), np.arange(12, dtype=np.uint64), np.arange(12), None, off, vals, 0.8,
+                        max_component=10, max_compare=2)
+    assert (r["partner"] == -1).all() and r["capped"].sum() == 12 - 3
+
+
+def test_all_pair_jaccards_brute_force():
+    rng = np.random.default_rng(1)
+    sets = [set(rng.integers(0, 40, rng.integers(1, 30)).tolist()) for _ in range(7)]
+    off, vals = _sets_arrays(sets)
+    got = all_pair_jaccards(np.arange(7), np.arange(7), off, vals)
+    want = [_jac(sets[i], sets[j]) for i, j in itertools.combinations(range(7), 2)]
+    assert np.allclose(got, want)
 
 
 def test_doc_hashes_normalise_case_punctuation_spacing():
