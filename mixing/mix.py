@@ -170,21 +170,36 @@ def refine_threshold(candidates: pa.Table, bucket: int, before: float, target: f
     return float(h[k]) if k < len(h) else hi
 
 
+def repeats_of(sources, h: np.ndarray, copies: dict[str, int], tau: dict[str, float]) -> np.ndarray:
+    """How many times each piece appears: copies[s], plus once more iff h < tau[s]."""
+    return np.array([copies[s] + (hv < tau[s]) for s, hv in zip(sources, h)], dtype=np.int64)
+
+
+def shuffle_keys(seed: int, ids, repeat) -> np.ndarray:
+    """The shuffle key of each appearance: xxh64(seed, id, repeat) (uint64)."""
+    prefix = f"{seed}\x00shuffle\x00".encode()
+    return np.fromiter((xxhash.xxh64_intdigest(prefix + i.encode() + b"\x00" + str(int(r)).encode())
+                        for i, r in zip(ids, repeat)), dtype=np.uint64, count=len(ids))
+
+
+def partition_of(keys: np.ndarray, n_partitions: int) -> np.ndarray:
+    """The shuffle partition of each key: its top bits (key ranges do not overlap across partitions)."""
+    bits = max(1, (n_partitions - 1).bit_length())
+    if n_partitions <= 1:
+        return np.zeros(len(keys), np.int64)
+    return (np.asarray(keys, np.uint64) >> np.uint64(64 - bits)).astype(np.int64) % n_partitions
+
+
 def assign(pieces: pa.Table, copies: dict[str, int], tau: dict[str, float], seed: int, n_partitions: int) -> pa.Table:
     """Each piece appears copies[s] times plus once more iff h < tau[s]; each appearance gets its
     repeat index and a shuffle key xxh64(seed, id, repeat); the key's top bits pick the partition."""
     src = pieces["source"].to_numpy(zero_copy_only=False)
-    h = pieces["h"].to_numpy()
-    reps = np.array([copies[s] + (hv < tau[s]) for s, hv in zip(src, h)], dtype=np.int64)
+    reps = repeats_of(src, pieces["h"].to_numpy(), copies, tau)
     idx = np.repeat(np.arange(pieces.num_rows), reps)
     repeat = (np.arange(len(idx)) - np.repeat(np.cumsum(reps) - reps, reps)).astype(np.int32)
     out = pieces.take(pa.array(idx))
-    ids = out["id"].to_pylist()
-    prefix = f"{seed}\x00shuffle\x00".encode()
-    keys = np.fromiter((xxhash.xxh64_intdigest(prefix + i.encode() + b"\x00" + str(r).encode())
-                        for i, r in zip(ids, repeat)), dtype=np.uint64, count=len(ids))
-    bits = max(1, (n_partitions - 1).bit_length())
-    part = (keys >> np.uint64(64 - bits)).astype(np.int64) % n_partitions if n_partitions > 1 else np.zeros(len(ids), np.int64)
+    keys = shuffle_keys(seed, out["id"].to_pylist(), repeat)
+    part = partition_of(keys, n_partitions)
     return out.append_column("repeat", pa.array(repeat)).append_column("key", pa.array(keys)).append_column(
         "partition", pa.array(part))
 

@@ -8,6 +8,7 @@ key, cut shards of ``mix.shard_tokens``). The plan is written (plan.json) before
 
 from __future__ import annotations
 
+import io
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from siftmix.pipeline.core import storage
 from siftmix.pipeline.core.errors import StageError
+from siftmix.pipeline.core.hashing import hash01
 from siftmix.pipeline.core.htmlkit import Series, esc, hbar_chart, k, n, table
 from siftmix.pipeline.core.shards import PARQUET_OPTIONS, ShardRef
 from siftmix.pipeline.core.stage import Stage, StageContext
@@ -32,10 +34,15 @@ from .mix import (
     make_pieces,
     megatron_dtype,
     megatron_index,
+    partition_of,
     plan_mixture,
+    read_megatron_index,
     refine_threshold,
+    repeats_of,
     shard_boundaries,
+    shuffle_keys,
     sort_partition,
+    split_text,
     table_2_2,
     token_stream,
 )
@@ -126,7 +133,10 @@ def _shard_task(task: Partition, mix: MixConfig, out_dir: str) -> dict:
         for src, c in zip(part["source"].to_pylist(), nt):
             tokens[src] += int(c)
             docs[src] += 1
-        out.append({"file": storage.basename(name) + ".parquet", "rows": part.num_rows, "tokens": int(nt.sum())})
+        keys = part["key"]
+        # the shard's first and last shuffle key: `siftmix trace` finds a row's shard from its key
+        out.append({"file": storage.basename(name) + ".parquet", "rows": part.num_rows, "tokens": int(nt.sum()),
+                    "key_first": int(keys[0].as_py()), "key_last": int(keys[-1].as_py())})
     return {"partition": task.partition, "shards": out, "tokens": dict(tokens), "documents": dict(docs)}
 
 
@@ -259,6 +269,55 @@ class MixStage(Stage):
             "shards": [sh for r in written for sh in r["shards"]],
             "partitions": n_parts,
         }
+
+    def locate(self, stage_dir: str, m: dict, docs: list[dict]) -> list[dict]:
+        """Where the documents that reached this stage sit in the mix (for `siftmix trace`): per
+        piece and repeat, the shard, the row (= Megatron document) and the token offset. The
+        plan in the manifest gives the pieces and repeats, the shuffle key gives the partition,
+        the shards' key ranges the shard: one shard is read per appearance."""
+        seed, mx = m["config"]["seed"], m["config"]["mix"]
+        by = m["counts"]["by_source"]
+        copies = {s: v.get("full_copies") or 0 for s, v in by.items()}
+        tau = {s: v.get("threshold") if v.get("threshold") is not None else 0.0 for s, v in by.items()}
+        shards = m.get("shards", [])
+        out = []
+        for d in docs:
+            parts = split_text(d["text"], mx["split_chars"])
+            ids = [d["id"]] if len(parts) == 1 else [f"{d['id']}@{k}" for k in range(len(parts))]
+            h = hash01(seed, "mix", ids)
+            reps = repeats_of([d["source"]] * len(ids), np.asarray(h), copies, tau) if d["source"] in by else [0] * len(ids)
+            for pid, ptext, n_rep in zip(ids, parts, reps):
+                piece = {"piece": pid, "from": d["id"], "chars": len(ptext), "repeats": int(n_rep), "appearances": []}
+                for r in range(int(n_rep)):
+                    key = int(shuffle_keys(seed, [pid], [r])[0])
+                    p = int(partition_of(np.array([key], np.uint64), m.get("partitions", 1))[0])
+                    piece["appearances"].append({"repeat": r, **self._find(stage_dir, m, shards, p, key, pid, r)})
+                out.append(piece)
+        return out
+
+    def _find(self, stage_dir: str, m: dict, shards: list[dict], p: int, key: int, pid: str, r: int) -> dict:
+        prefix = f"shard-{p:05d}-"
+        cands = [sh for sh in shards if sh["file"].startswith(prefix)
+                 and ("key_first" not in sh or sh["key_first"] <= key <= sh["key_last"])]
+        for sh in cands:
+            path = storage.join(stage_dir, m["attempt"], "shards", sh["file"])
+            t = storage.read_table(path, columns=["id", "repeat"])
+            hit = np.flatnonzero(pc.and_(pc.equal(t["id"], pid), pc.equal(t["repeat"], r)).to_numpy(zero_copy_only=False))
+            if len(hit):
+                row = int(hit[0])
+                where = {"shard": sh["file"], "row": row, "shards_read": len(cands)}
+                tok = m.get("tokenized") or {}
+                base = path.removesuffix(".parquet")
+                if tok.get("enabled") and tok.get("format", "npy") == "megatron":
+                    idx = read_megatron_index(storage.read_bytes(base + ".idx"))
+                    where.update(token_offset=int(idx["pointers"][row] // idx["dtype"].itemsize),
+                                 tokens=int(idx["lengths"][row]), bin=storage.basename(base) + ".bin")
+                elif tok.get("enabled"):
+                    offsets = np.load(io.BytesIO(storage.read_bytes(base + ".idx.npy")))
+                    where.update(token_offset=int(offsets[row]), tokens=int(offsets[row + 1] - offsets[row]),
+                                 bin=storage.basename(base) + ".bin")
+                return where
+        return {"shard": None, "shards_read": len(cands)}
 
     def summary(self, m: dict, out_dir: str) -> str:
         return f"mix: {m['counts']['tokens']:,} tokens in {len(m['shards'])} shards\n" + m["table_2_2"]

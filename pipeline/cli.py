@@ -433,6 +433,30 @@ def report(run_dir: Annotated[str, typer.Argument(help="a run folder (run_dir of
     print(build_report(run_dir))
 
 
+@app.command()
+@guarded
+def trace(run_dir: Annotated[str, typer.Argument(help="a run folder (a path or URL)", show_default=False)],
+          doc_id: Annotated[str, typer.Argument(metavar="ID", help="a document id (as ingest wrote it)", show_default=False)],
+          as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False):
+    """Show what happened to one document at each stage of a run.
+
+    Kept; rejected with its reason and score; a duplicate of which document; cut into which
+    pieces; and where each piece and repeat sits in the mix (shard, row, token offset). Reads the
+    one shard per stage that the manifests name (ingest: the Parquet footers, to find the shard).
+
+    Examples:
+
+        siftmix trace runs/demo webtext2-0000068
+
+        siftmix trace s3://bucket/runs/cc urn:uuid:0522f332-4fe9-4994-aeba-c7d25f6900fb --json
+    """
+    from .trace import format_json, format_text
+    from .trace import trace as run_trace
+
+    t = run_trace(run_dir, doc_id)
+    print(format_json(t) if as_json else format_text(t))
+
+
 add_stage_commands()
 
 
