@@ -263,7 +263,8 @@ def figure_4_2(rows: list[dict], svg_id: str = "figure-4-2", width: int = 640, h
         ring = f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="9" fill="none" stroke="{color}"/>' if r["flagged"] else ""
         parts.append(f'<g class="c1-point{" flagged" if r["flagged"] else ""}" data-benchmark="{esc(r["benchmark"])}">'
                      f'{ring}<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{color}"><title>{esc(tip)}</title></circle>'
-                     f'<text x="{cx + 8:.1f}" y="{cy - 7:.1f}">{esc(r["benchmark"])}</text></g>')
+                     + (f'<text x="{cx - 8:.1f}" y="{cy - 7:.1f}" text-anchor="end">' if cx > left + 0.7 * pw
+                        else f'<text x="{cx + 8:.1f}" y="{cy - 7:.1f}">') + f'{esc(r["benchmark"])}</text></g>')
     parts.append("</svg>")
     return "".join(parts)
 

@@ -105,6 +105,11 @@ class DecontamStage(ShardStage):
             raise StageError(f"{name}: {err}") from None
         if not benches:
             raise StageError(f"{name}: no benchmark files found in {', '.join(d.benchmarks)}")
+        seen: dict[str, str] = {}
+        for b in benches:  # a name is a benchmark's key in the reports, the scores and clean/<name>
+            if b.name in seen:
+                raise StageError(f"{name}: two benchmark files are both named {b.name!r}: {seen[b.name]} and {b.path}")
+            seen[b.name] = b.path
         t0 = time.time()
         index = NgramIndex.build(benches, d.min_n, short=d.short_examples)
         index_s = time.time() - t0
