@@ -236,7 +236,7 @@ def _similarity(i, k, use_sig, sig, off, vals):
 
 
 @numba.njit(cache=True)
-def _keeper_verify(starts, first, set_of, use_sig, sig, off, vals, t, max_component, max_compare,
+def _keeper_verify(starts, first, set_of, use_sig, sig, off, vals, t, max_component, max_compare, pinned,
                    partner, sim, exact_dup, capped):
     kept = np.empty(max(1, int(np.max(starts[1:] - starts[:-1])) if len(starts) > 1 else 1), np.int64)
     for c in range(len(starts) - 1):
@@ -244,6 +244,10 @@ def _keeper_verify(starts, first, set_of, use_sig, sig, off, vals, t, max_compon
         big = b - a > max_component
         nk = 0
         for i in range(a, b):
+            if pinned[i]:  # an indexed document: always kept
+                kept[nk] = i
+                nk += 1
+                continue
             f = first[i]
             if f != i:  # the same normalised text as an earlier member: the same decision
                 if partner[f] < 0:
@@ -275,7 +279,8 @@ def _keeper_verify(starts, first, set_of, use_sig, sig, off, vals, t, max_compon
 
 def keeper_verified(comp_starts: np.ndarray, exact: np.ndarray, set_of: np.ndarray, sig: np.ndarray,
                     offsets: np.ndarray, values: np.ndarray, threshold: float, *, use_signature: bool = False,
-                    max_component: int = 1000, max_compare: int = 64) -> dict[str, np.ndarray]:
+                    max_component: int = 1000, max_compare: int = 64,
+                    pinned: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Keeper-verified removal over members already in keeper order, grouped by component
     (``comp_starts``): visit each component's members in that order; a member is removed only
     if its similarity with a member already kept is >= ``threshold`` (its partner: the most
@@ -285,7 +290,8 @@ def keeper_verified(comp_starts: np.ndarray, exact: np.ndarray, set_of: np.ndarr
     ``values[offsets[s]:offsets[s + 1]]`` (``s = set_of[i]``, -1 for none: such a member is
     never removed by similarity), or the signature estimate (rows ``sig[s]``). In components of
     more than ``max_component`` members each member is compared with the first ``max_compare``
-    kept members only (``capped``).
+    kept members only (``capped``). ``pinned`` members (indexed documents, first in keeper order)
+    are always kept.
 
     Returns per member: ``partner`` (index of the kept member it duplicates, -1 if kept),
     ``sim``, ``exact`` (same normalised text as the partner), ``capped``."""
@@ -299,7 +305,7 @@ def keeper_verified(comp_starts: np.ndarray, exact: np.ndarray, set_of: np.ndarr
         sig = np.ascontiguousarray(sig) if sig is not None and sig.size else np.zeros((1, 1), np.uint32)
         _keeper_verify(comp_starts.astype(np.int64), first, set_of.astype(np.int64), use_signature, sig,
                        offsets.astype(np.int64), values, float(threshold), int(max_component), int(max_compare),
-                       partner, sim, exact_dup, capped)
+                       np.zeros(n, np.bool_) if pinned is None else pinned.astype(np.bool_), partner, sim, exact_dup, capped)
     return {"partner": partner, "sim": sim, "exact": exact_dup, "capped": capped}
 
 

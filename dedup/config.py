@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
-from siftmix.pipeline.core.config import Strict
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+from siftmix.pipeline.core.config import Strict, existing_paths
 
 
 class DedupConfig(Strict):
@@ -44,6 +44,25 @@ class DedupConfig(Strict):
     single_task_max_edges: int = Field(5_000_000, ge=0, description="connected components in one Ray task up to this many edges "
                                        "(16 bytes each), distributed large-star/small-star rounds above")
     batch_rows: int = Field(2048, gt=0)
+    index: bool = Field(True, description="persist the run's index under 20_dedup/<attempt>/index/ (band keys, exact hashes, "
+                        "metadata of the kept documents), so that a later dump can be deduplicated against it")
+    against: list[str] = Field(default_factory=list, description="run dirs (or their 20_dedup folders) whose indexes the "
+                               "input is deduplicated against, with the indexes they extend; indexed documents always win "
+                               "and are never removed or rewritten")
+    update_index: bool = Field(False, description="this run's index extends the indexes of `against` (the next dump "
+                               "deduplicated against this run is checked against all of them); `siftmix dedup --update-index`")
+
+    @field_validator("against")
+    @classmethod
+    def _against_paths(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        return existing_paths(v, info)
+
+    @field_validator("partitions")
+    @classmethod
+    def _power_of_two(cls, v: int | None) -> int | None:
+        if v is not None and v & (v - 1):
+            raise ValueError(f"dedup.partitions must be a power of two (indexes of runs with other counts nest), not {v}")
+        return v
 
     @model_validator(mode="after")
     def _bands_rows(self) -> DedupConfig:
@@ -51,6 +70,8 @@ class DedupConfig(Strict):
             raise ValueError("dedup.bands and dedup.rows: give both or neither")
         if self.bands and self.bands * self.rows > self.num_perm:
             raise ValueError(f"dedup: {self.bands} bands x {self.rows} rows need more than num_perm={self.num_perm} permutations")
+        if self.update_index and not (self.against and self.index):
+            raise ValueError("dedup.update_index extends the indexes of dedup.against: it needs against and index: true")
         if not (self.exact or self.fuzzy):
             raise ValueError("dedup: exact and fuzzy are both off (remove dedup from stages instead)")
         return self

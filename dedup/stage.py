@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 from siftmix.pipeline.core import storage
 from siftmix.pipeline.core.errors import StageError
-from siftmix.pipeline.core.hashing import hash01, mix64
+from siftmix.pipeline.core.hashing import hash01, mix64, stable_hash
 from siftmix.pipeline.core.htmlkit import Series, column_chart, esc, k, n, pct, table
 from siftmix.pipeline.core.shards import (
     PARQUET_OPTIONS,
@@ -66,6 +66,7 @@ from .cluster import (
     verify_pairs,
 )
 from .config import DedupConfig
+from .index import INDEX_BASE, MATCHING, IndexPart, index_rows, part_of, resolve_parts, survivors
 from .shard import (
     BAND_SCHEMA,
     apply_table,
@@ -205,20 +206,34 @@ def shard_groups(shards: list[str], target_bytes: int = 32 * 2**20) -> list[list
     return groups + ([cur] if cur else [])
 
 
-def _bucket_task(task: Part, work: str, n_parts: int, max_bucket: int) -> dict:
+INDEXED = np.int64(INDEX_BASE) << np.int64(32)  # document numbers of indexed documents start here
 
+
+def _bucket_task(task: Part, work: str, n_parts: int, max_bucket: int, parts: tuple[IndexPart, ...] = ()) -> dict:
+    """A partition's buckets -> exact edges and candidate pairs; with indexes (``dedup.against``),
+    their rows of the keys this partition holds join the buckets (pairs of two indexed documents
+    are not looked at again)."""
     q = task.partition
     t = _read(_files(_p(work, "bands", f"p{q:05d}")))
     if t is None:
-        return {"exact": 0, "candidates_with_repeats": 0}
+        return {"exact": 0, "candidates_with_repeats": 0, "index_rows": 0}
+    n_index = 0
+    if parts:
+        idx = index_rows(list(parts), q, n_parts, np.unique(t["key"].to_numpy()))
+        if idx is not None:
+            n_index = idx.num_rows
+            t = pa.concat_tables([t, idx.select(t.column_names).cast(t.schema)])
     a, b, k = bucket_candidates(t["key"].to_numpy(), t["band"].to_numpy(), t["doc"].to_numpy(), t["exact"].to_numpy(),
                                 max_bucket=max_bucket)
+    if n_index:
+        new = a < INDEXED  # a < b: a pair with a new document has it as a
+        a, b, k = a[new], b[new], k[new]
     ex = k == 0
     if ex.any():
         _write(pa.table({"a": a[ex], "b": b[ex]}), _p(work, "edges", "exact", f"p{q:05d}.parquet"))
     cand = pa.table({"a": a[~ex], "b": b[~ex]})
     write_partitioned(cand, partition_of(a[~ex], n_parts), lambda r: _p(work, "cand", f"p{r:05d}"), f"from{q:05d}.parquet")
-    return {"exact": int(ex.sum()), "candidates_with_repeats": int((~ex).sum())}
+    return {"exact": int(ex.sum()), "candidates_with_repeats": int((~ex).sum()), "index_rows": n_index}
 
 
 def _pairs_task(task: Part, work: str) -> dict:
@@ -332,16 +347,22 @@ def _star_members_task(task: RoundPart, work: str) -> dict:
     return {"nodes": int(len(d))}
 
 
-def _lookup_task(task: ShardNo, work: str, n_parts: int) -> dict:
-    """Members of one shard get their metadata (a lookup by row) and, where the verify pass
-    computed them, their signature and shingle set; they go to their root's partition."""
+def _lookup_task(task: ShardNo, work: str, n_parts: int, parts: tuple[IndexPart, ...] = ()) -> dict:
+    """Members of one shard get their metadata (a lookup by row; an indexed shard's from its
+    index) and, where the verify pass computed them, their signature and shingle set; they go
+    to their root's partition."""
 
     s = task.shard
     m = _read(_files(_p(work, "members", f"s{s:06d}")))
-    meta = _read([_p(work, "meta", f"s{s:06d}.parquet")])
+    if s >= INDEX_BASE:
+        part, i = part_of(list(parts), s)
+        meta = _read([part.meta_path(i)])
+    else:
+        meta = _read([_p(work, "meta", f"s{s:06d}.parquet")])
     d = m["doc"].to_numpy()
     rows = (d & ROW_MASK).astype(np.int64)
-    t = meta.take(pa.array(rows)).append_column("root", m["root"])
+    t = meta.take(pa.array(rows))
+    t = t.set_column(t.schema.get_field_index("doc"), "doc", m["doc"]).append_column("root", m["root"])
     sets_file = _p(work, "sets", f"s{s:06d}.parquet")
     sets = _read([sets_file]) if storage.exists(sets_file) else None
     if sets is not None and sets.num_rows:
@@ -422,17 +443,19 @@ def _keeper_task(task: Part, work: str, kp: KeeperParams, out_dir: str) -> dict:
     rank = {s: i for i, s in enumerate(kp.priority)}
     ids0 = np.asarray(t["id"].to_pylist(), dtype=np.str_)
     src_rank = np.array([rank.get(x, len(rank)) for x in t["source"].to_pylist()])
+    src_rank = np.where(t["doc"].to_numpy() >= INDEXED, -1, src_rank)  # indexed documents first: they always win
     score0 = t["score"].to_numpy(zero_copy_only=False).astype(np.float64)
     order = keeper_order(t["root"].to_numpy(), ids0, src_rank, score0)
     t, ids = t.take(pa.array(order)), ids0[order]
     n = t.num_rows
+    pinned = t["doc"].to_numpy() >= INDEXED
     comp_starts = _group_starts(t["root"].to_numpy())
     exact = t["exact"].to_numpy()
     off, vals = unpack_binary(t["sh"], np.uint64)  # a member without a set: an empty range
     has = t["sh"].is_valid().to_numpy(zero_copy_only=False)
     if kp.verify == "none":  # no similarity to verify with: every member duplicates its component's keeper
         first = np.repeat(comp_starts[:-1], np.diff(comp_starts))
-        partner = np.where(first == np.arange(n), -1, first)
+        partner = np.where((first == np.arange(n)) | pinned, -1, first)
         r = {"partner": partner, "sim": np.where(partner >= 0, np.nan, np.nan), "exact": exact == exact[first],
              "capped": np.zeros(n, bool)}
         r["sim"][r["exact"] & (partner >= 0)] = 1.0
@@ -446,7 +469,7 @@ def _keeper_task(task: Part, work: str, kp: KeeperParams, out_dir: str) -> dict:
             sig[has] = sv.reshape(int(has.sum()), -1)
         r = keeper_verified(comp_starts, exact, set_of, sig, off, vals, kp.threshold,
                             use_signature=kp.verify == "signature", max_component=kp.max_component,
-                            max_compare=kp.max_compare)
+                            max_compare=kp.max_compare, pinned=pinned)
     partner, sim = r["partner"], r["sim"]
     removed = partner >= 0
     keeper_of = np.where(removed, partner, np.arange(n))
@@ -458,10 +481,11 @@ def _keeper_task(task: Part, work: str, kp: KeeperParams, out_dir: str) -> dict:
     reason = np.where(removed, np.char.add(prefix, ids[keeper_of]).astype(object), None)
     cluster_ids = ids[keeper_of].astype(object)
     sel = pa.array(np.flatnonzero(in_cluster))
-    doc = t["doc"].to_numpy()[in_cluster]
+    mine = in_cluster & ~pinned  # decisions for this run's documents only: indexed ones are never rewritten
+    doc = t["doc"].to_numpy()[mine]
     sim32 = pa.array(np.where(removed, sim, np.nan).astype(np.float32), from_pandas=True)
-    dec = pa.table({"doc": doc, "cluster": pa.array(cluster_ids[in_cluster], pa.string()),
-                    "reason": pa.array(reason[in_cluster], pa.string()), "sim": sim32.take(sel)})
+    dec = pa.table({"doc": doc, "cluster": pa.array(cluster_ids[mine], pa.string()),
+                    "reason": pa.array(reason[mine], pa.string()), "sim": sim32.take(pa.array(np.flatnonzero(mine)))})
     write_partitioned(dec, doc >> np.int64(32), lambda s: _p(work, "decisions", f"s{s:06d}"), f"p{q:05d}.parquet")
     comp_keeper = np.repeat(ids[comp_starts[:-1]], np.diff(comp_starts)).astype(object)
     comp_size = np.repeat(np.diff(comp_starts), np.diff(comp_starts))
@@ -470,7 +494,7 @@ def _keeper_task(task: Part, work: str, kp: KeeperParams, out_dir: str) -> dict:
                         "reason": pa.array(reason[in_cluster], pa.string()), "size": size[in_cluster],
                         "jaccard": sim32.take(sel), "quality_score": t["score"].take(sel),
                         "component": pa.array(comp_keeper[in_cluster], pa.string()), "component_size": comp_size[in_cluster],
-                        }).sort_by([("cluster", "ascending"), ("id", "ascending")])
+                        "indexed": pinned[in_cluster]}).sort_by([("cluster", "ascending"), ("id", "ascending")])
     storage.write_table(listing, storage.join(out_dir, "clusters", f"clusters-p{q:05d}.parquet"), **PARQUET_OPTIONS)
     is_keeper = ~removed & in_cluster
     fuzzy = len(np.unique(keeper_of[removed & ~r["exact"]]))  # clusters holding a near (not exact) duplicate
@@ -485,16 +509,77 @@ def _keeper_task(task: Part, work: str, kp: KeeperParams, out_dir: str) -> dict:
             "kept_by_verification": int((kept_per_comp - 1).sum()),
             "capped_components": int(capped_comp.sum()), "capped_members": int(r["capped"].sum()),
             "removed_exact": int((removed & r["exact"]).sum()), "removed_near": int(near.sum()),
+            "removed_against_index": int((removed & pinned[keeper_of]).sum()),
             "sim_hist": {int(k): int(v) for k, v in zip(*np.unique(bins, return_counts=True))},
             "sample": sample}
+
+
+# ----------------------------------------------------------------------------- the index (dedup/index.py)
+
+def _index_meta_task(task: ShardNo, work: str, out_dir: str) -> dict:
+    """A shard's kept documents' metadata, numbered by their row in its data shard -> the index;
+    its removed documents -> ``removed/`` (for the band pass)."""
+    s = task.shard
+    meta_file = _p(work, "meta", f"s{s:06d}.parquet")
+    if not storage.exists(meta_file):
+        return {"docs": 0}
+    meta = _read([meta_file])
+    dec = _read(_files(_p(work, "decisions", f"s{s:06d}")), ["doc", "reason"])
+    removed = np.zeros(0, np.int64)
+    if dec is not None:
+        removed = np.sort(dec.filter(pa.compute.is_valid(dec["reason"]))["doc"].to_numpy())
+        if len(removed):
+            _write(pa.table({"doc": removed}), _p(work, "removed", f"s{s:06d}.parquet"))
+    keep, doc = survivors(meta["doc"].to_numpy(), removed)
+    t = meta.filter(pa.array(keep))
+    t = t.set_column(0, "doc", pa.array(doc[keep]))
+    storage.write_table(t, storage.join(out_dir, "index", "meta", f"s{s:06d}.parquet"), compression="lz4")
+    return {"docs": int(t.num_rows)}
+
+
+def _index_bands_task(task: Part, work: str, out_dir: str) -> dict:
+    """A partition's band rows of the kept documents, renumbered and sorted by key -> the index."""
+    q = task.partition
+    t = _read(_files(_p(work, "bands", f"p{q:05d}")))
+    if t is None:
+        return {"rows": 0, "bytes": 0}
+    rem = _read(_files(_p(work, "removed")))
+    removed = np.sort(rem["doc"].to_numpy()) if rem is not None else np.zeros(0, np.int64)
+    keep, doc = survivors(t["doc"].to_numpy(), removed)
+    t = t.filter(pa.array(keep))
+    t = t.set_column(t.schema.get_field_index("doc"), "doc", pa.array(doc[keep])).sort_by("key")
+    path = storage.join(out_dir, "index", "bands", f"p{q:05d}.parquet")
+    storage.write_table(t, path, **WORK_PARQUET)
+    return {"rows": int(t.num_rows), "bytes": int(t.nbytes)}
+
+
+def build_index(mapper: Callable, work: str, out_dir: str, shards: list[ShardRef], n_parts: int,
+                params: DedupConfig, parts: list[str]) -> dict:
+    """The run's index (``index/`` beside ``data/``) from the shuffle files still in ``work``;
+    returns the manifest's ``index`` entry."""
+    res = list(mapper(_index_meta_task, [ShardNo(s.index) for s in shards], fn_kwargs={"work": work, "out_dir": out_dir}))
+    bands = list(mapper(_index_bands_task, [Part(q) for q in range(n_parts)], fn_kwargs={"work": work, "out_dir": out_dir}))
+    return {"partitions": n_parts, "params": {k: getattr(params, k) for k in MATCHING},
+            "shards": [s.name for s in shards], "documents": sum(r["docs"] for r in res),
+            "band_rows": sum(r["rows"] for r in bands), "bytes": sum(r["bytes"] for r in bands), "parts": parts}
+
+
+def lsh_config(d: DedupConfig) -> DedupConfig:
+    """The config with its bands x rows resolved."""
+    bands, rows = d.lsh_params()
+    return d.model_copy(update={"bands": bands, "rows": rows})
 
 
 # ----------------------------------------------------------------------------- the stage
 
 def n_partitions(n_docs: int, bands: int, given: int | None) -> int:
     """Shuffle partitions from the document count only (never from the workers): ~64 MiB of
-    band rows (26 bytes each) per partition, at least 8."""
-    return given or max(8, math.ceil(n_docs * (bands + 1) * 26 / (64 * 2**20)))
+    band rows (26 bytes each) per partition, at least 8, a power of two (so that the index
+    partitions of runs of other sizes nest: ``key % P``)."""
+    if given:
+        return given
+    n = max(8, math.ceil(n_docs * (bands + 1) * 26 / (64 * 2**20)))
+    return 1 << (n - 1).bit_length()
 
 
 def connected_components(mapper: Callable, work: str, edge_files: list[str], n_edges: int, n_parts: int,
@@ -558,10 +643,12 @@ class DedupStage(ShardStage):
 
     Exact duplicates (equal text after lowercasing and removing punctuation) collapse first; then
     documents whose 5-word shingle sets have Jaccard >= dedup.threshold (0.8) are found by MinHash
-    LSH, each candidate checked exactly, and grouped into clusters. One keeper per cluster: source
-    priority, then quality score, then smallest id. Within each source by default
-    (dedup.scope: cross_source for all together). Writes RUN_DIR/20_dedup (data, rejected with
-    duplicate_of:<id>, clusters).
+    LSH, each candidate checked exactly, and grouped into components. In each component, in keeper
+    order (source priority, then quality score, then smallest id), a document is removed only if
+    its exact Jaccard with a document already kept is >= the threshold; else it is kept too.
+    Within each source by default (dedup.scope: cross_source for all together). Writes
+    RUN_DIR/20_dedup (data, rejected with duplicate_of:<id> and the Jaccard as score, clusters,
+    and index/ for deduplicating later dumps against this one: dedup.against).
 
     Examples:
 
@@ -573,14 +660,26 @@ class DedupStage(ShardStage):
     def hash_inputs(self, cfg) -> dict:
         return {"stage": "dedup", "dedup": cfg.dedup.model_dump(), "keep_rejected_text": cfg.ingest.keep_rejected_text}
 
+    def input_fingerprint(self, cfg, upstream) -> str:
+        """The upstream's output, and the indexes deduplicated against (a changed index reruns)."""
+        fp = upstream.manifest["output_fingerprint"]
+        if not cfg.dedup.against:
+            return fp
+        parts = resolve_parts(cfg.dedup.against, lsh_config(cfg.dedup).model_dump())
+        return stable_hash([fp, *[(x.stage_dir, x.fingerprint) for x in parts]])
+
     def order(self, ctx: StageContext, shards: list[ShardRef]) -> list[ShardRef]:
         return shards  # name order (the sign pass groups consecutive shards)
 
     def prepare(self, ctx: StageContext) -> dict:
         """Every pass up to the keeper decisions (``_work/decisions/<shard>/``)."""
         d = ctx.cfg.dedup
-        bands, rows = d.lsh_params()
-        params = d.model_copy(update={"bands": bands, "rows": rows})
+        params = lsh_config(d)
+        bands, rows = params.bands, params.rows
+        index = tuple(resolve_parts(d.against, params.model_dump())) if d.against else ()
+        if index:
+            ctx.log(f"dedup: against {len(index)} index(es), {sum(x.documents for x in index):,} indexed documents: "
+                    + ", ".join(x.stage_dir for x in index))
         shards = ctx.input_shards()
         n_docs = ctx.upstream.kept
         parts = n_partitions(n_docs, bands if d.fuzzy else 0, d.partitions)
@@ -597,12 +696,14 @@ class DedupStage(ShardStage):
                 f"bands x {rows} rows, {sum(r['band_rows'] for r in res):,} bucket rows in {parts} partitions")
         with ctx.step("buckets"):
             res = list(ctx.map(_bucket_task, allp, label="buckets", fn_kwargs={"work": work, "n_parts": parts,
-                                                                              "max_bucket": d.max_bucket}))
+                                                                              "max_bucket": d.max_bucket, "parts": index}))
             edges["exact"] = sum(r["exact"] for r in res)
+            if index:
+                edges["index_rows_read"] = sum(r["index_rows"] for r in res)
             edges["candidates"] = sum(r["candidates"] for r in ctx.map(_pairs_task, allp, fn_kwargs={"work": work}))
         edge_files = _files(_p(work, "edges", "exact"))
         with ctx.step("verify"):
-            edge_files += self._verify(ctx, d, params, work, shards, edges)
+            edge_files += self._verify(ctx, d, params, work, shards, edges, index)
         ctx.log(f"dedup: {edges['exact']:,} exact-duplicate edges, {edges['candidates']:,} LSH candidate pairs, "
                 f"{edges['verified']:,} verified ({d.verify}); {ctx.timings['buckets_s'] + ctx.timings['verify_s']:.1f}s")
         n_edges = edges["exact"] + edges["verified"]
@@ -611,12 +712,13 @@ class DedupStage(ShardStage):
             if n_edges:
                 cc = connected_components(ctx.map, work, edge_files, n_edges, parts, d.single_task_max_edges, ctx.log)
         with ctx.step("keepers"):
-            clusters = self._keepers(ctx, work, parts, d) if cc["nodes"] else {
+            clusters = self._keepers(ctx, work, parts, d, index) if cc["nodes"] else {
                 "n_clusters": 0, "documents_in_clusters": 0, "exact_clusters": 0, "size_histogram": {}}
         return {"work": work, "edges": edges, "components": cc, "clusters": clusters, "partitions": parts,
-                "bands": bands, "rows": rows}
+                "bands": bands, "rows": rows, "params": params, "index_parts": index}
 
-    def _verify(self, ctx, d: DedupConfig, params: DedupConfig, work: str, shards: list[ShardRef], edges: dict) -> list[str]:
+    def _verify(self, ctx, d: DedupConfig, params: DedupConfig, work: str, shards: list[ShardRef], edges: dict,
+                index: tuple[IndexPart, ...]) -> list[str]:
         """Candidate pairs -> verified edges (files); ``edges`` gets the counts."""
         if not edges["candidates"]:
             return []
@@ -624,7 +726,13 @@ class DedupStage(ShardStage):
             edges["verified"] = edges["candidates"]
             return _files(_p(work, "pairs"))
         needed = sorted(int(n[1:]) for n in storage.listdir(_p(work, "needed")) if n.startswith("s"))
-        res = list(ctx.map(_provide_task, [shards[s] for s in needed], label="verify",
+        def ref(s: int) -> ShardRef:  # an input shard, or an indexed run's data shard
+            if s < INDEX_BASE:
+                return shards[s]
+            part, i = part_of(list(index), s)
+            return ShardRef(path=part.data_path(i), name=part.shards[i], source="", index=s, size=0)
+
+        res = list(ctx.map(_provide_task, [ref(s) for s in needed], label="verify",
                            fn_kwargs={"params": params, "work": work}))
         edges["documents_checked"] = sum(r["docs"] for r in res)
         asked = [Part(int(storage.basename(f)[1:6])) for f in _files(_p(work, "pairs"))]
@@ -634,9 +742,10 @@ class DedupStage(ShardStage):
         edges["below_prefilter"] = sum(r["below_prefilter"] for r in res)
         return _files(_p(work, "edges", "verified"))
 
-    def _keepers(self, ctx, work: str, parts: int, d: DedupConfig) -> dict:
+    def _keepers(self, ctx, work: str, parts: int, d: DedupConfig, index: tuple[IndexPart, ...]) -> dict:
         member_shards = sorted(int(n[1:]) for n in storage.listdir(_p(work, "members")) if n.startswith("s"))
-        list(ctx.map(_lookup_task, [ShardNo(s) for s in member_shards], fn_kwargs={"work": work, "n_parts": parts}))
+        list(ctx.map(_lookup_task, [ShardNo(s) for s in member_shards], fn_kwargs={"work": work, "n_parts": parts,
+                                                                                 "parts": index}))
         keep = [Part(int(n[1:])) for n in storage.listdir(_p(work, "keep")) if n.startswith("p")]
         kp = KeeperParams(tuple(d.source_priority), d.verify, d.threshold, d.max_component, d.max_compare,
                           d.sample_clusters, ctx.cfg.seed)
@@ -649,7 +758,7 @@ class DedupStage(ShardStage):
         n_cl = sum(hist.values())
         total = {k: sum(r.get(k, 0) for r in res) for k in ("components", "split_components", "kept_by_verification",
                                                             "capped_components", "capped_members", "removed_exact",
-                                                            "removed_near")}
+                                                            "removed_near", "removed_against_index")}
         sample = sorted((x for r in res for x in r.get("sample", [])), key=lambda x: (x["h"], x["cluster"]))[:d.sample_clusters]
         for x in sample:
             x.pop("h")
@@ -669,6 +778,14 @@ class DedupStage(ShardStage):
         return ApplyWorker(p["work"], ctx.cfg.ingest.keep_rejected_text, ctx.cfg.ingest.shard_max_bytes)
 
     def finish(self, ctx: StageContext, results: list[ShardResult], p: dict) -> dict:
+        d = ctx.cfg.dedup
+        index = None
+        if d.index:
+            with ctx.step("index"):
+                index = build_index(ctx.map, p["work"], ctx.tmp, ctx.input_shards(), p["partitions"], p["params"],
+                                    [x.stage_dir for x in p["index_parts"]] if d.update_index else [])
+            ctx.log(f"dedup: index of {index['documents']:,} documents, {index['band_rows']:,} band rows "
+                    f"({index['bytes'] / 1e6:.1f} MB); {ctx.timings['index_s']:.1f}s")
         storage.remove(p["work"])
         counts, clusters = summarize(results), p["clusters"]
         if "precision" in clusters:
@@ -677,9 +794,15 @@ class DedupStage(ShardStage):
         if counts["rejected"] != clusters["documents_in_clusters"] - clusters["n_clusters"]:
             raise StageError(f"dedup: {counts['rejected']} rejected but {clusters['documents_in_clusters']} documents in "
                              f"{clusters['n_clusters']} clusters")
-        return {"config": {"dedup": ctx.cfg.dedup.model_dump(), "bands": p["bands"], "rows": p["rows"]},
-                "counts": counts, "edges": p["edges"], "components": p["components"], "clusters": clusters,
-                "partitions": p["partitions"], "files": [r.to_json() for r in results]}
+        out = {"config": {"dedup": ctx.cfg.dedup.model_dump(), "bands": p["bands"], "rows": p["rows"]},
+               "counts": counts, "edges": p["edges"], "components": p["components"], "clusters": clusters,
+               "partitions": p["partitions"], "files": [r.to_json() for r in results]}
+        if index is not None:
+            out["index"] = index
+        if p["index_parts"]:
+            out["against"] = [{"stage_dir": x.stage_dir, "documents": x.documents, "fingerprint": x.fingerprint}
+                              for x in p["index_parts"]]
+        return out
 
     def run(self, ctx: StageContext) -> dict:
         p = self.prepare(ctx)

@@ -11,8 +11,8 @@ Exit codes: 0 ok, 1 failure (a stage could not finish), 2 usage (bad arguments o
 from __future__ import annotations
 
 import functools
-import re
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -300,8 +300,40 @@ def _stage_command(name: str):
     return guarded(command)
 
 
+@app.command("dedup")
+@guarded
+def dedup_command(
+    config: ConfigArg,
+    force: ForceOpt = False,
+    address: AddressOpt = None,
+    workers: WorkersOpt = None,
+    against: Annotated[list[str] | None, typer.Option(
+        "--against", help="deduplicate against the index of this run dir (or its 20_dedup folder); repeatable; "
+                          "adds to dedup.against")] = None,
+    update_index: Annotated[bool, typer.Option(
+        "--update-index", help="this run's index extends the indexes it was deduplicated against "
+                               "(dedup.update_index)")] = False,
+):
+    from .core.ray_runner import ray_session
+    from .runner import run_through, stage_dir
+
+    cfg = _with_stage(load_config(config), "dedup", config)
+    if against or update_index:
+        data = cfg.model_dump()
+        data["dedup"]["against"] = [*data["dedup"]["against"], *(against or [])]
+        data["dedup"]["update_index"] = data["dedup"]["update_index"] or update_index
+        cfg = config_from_dict(data, base_dir=Path.cwd(), where=str(config))
+    with ray_session(cfg.ray, address=address, log=_log):
+        run_through(cfg, "dedup", force=force, workers=workers, console=err_console, log=_log)
+    print(stage_dir(cfg, "dedup"))
+
+
+dedup_command.__doc__ = registry.get("dedup").help + """
+        siftmix dedup new-dump.yaml --against runs/cc-2020-34 --update-index
+"""
+
 #: stages whose commands are written above (options of their own)
-CUSTOM_COMMANDS = {"ingest", "quality", "quality_score", "audit"}
+CUSTOM_COMMANDS = {"ingest", "quality", "quality_score", "audit", "dedup"}
 
 
 def add_stage_commands() -> None:
