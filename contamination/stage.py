@@ -234,41 +234,43 @@ def _count_rejected_in_part(counts: dict, results: list[ShardResult]) -> None:
     counts["rejected_in_part"], counts["rejected_in_part_by_reason"] = sum(total.values()), dict(sorted(total.items()))
 
 
-class MixAuditStage(DecontamStage):
-    """``siftmix audit -i RUN_DIR/40_mix``: the audit of the training mix itself (its shards, with
-    pieces and repeats); each dirty example counts once per epoch (repeat) in which it is seen."""
+class FolderAuditStage(DecontamStage):
+    """``siftmix audit -i RUN_DIR/<stage folder>``: the audit of a finished stage's output where it
+    is (not ingested again). For the training mix (``RUN_DIR/40_mix``: its shards, pieces and
+    repeats) each dirty example counts once per epoch (repeat) in which it is seen."""
 
     reads_upstream = False
     counts_follow_input = False
 
-    def __init__(self, mix_dir: str):
+    def __init__(self, stage_dir: str):
         super().__init__(audit_only=True)
-        self.mix_dir = mix_dir.rstrip("/")
-        self.help = "Report which benchmark examples occur in a training mix (RUN_DIR/40_mix)."
+        self.stage_dir = stage_dir.rstrip("/")
+        self.help = "Report which benchmark examples occur in a finished stage's output (RUN_DIR/40_mix, ...)."
 
     def _manifest(self) -> dict:
-        m = read_manifest(self.mix_dir)
-        if m is None or m.get("stage") != "mix":
-            raise StageError(f"audit: {self.mix_dir} is not a finished mix stage folder")
+        m = read_manifest(self.stage_dir)
+        if m is None:
+            raise StageError(f"audit: {self.stage_dir} is not a finished stage folder")
         return m
 
     def hash_inputs(self, cfg) -> dict:
-        return {**super().hash_inputs(cfg), "training_mix": self.mix_dir}
+        return {**super().hash_inputs(cfg), "stage_folder": self.stage_dir}
 
     def input_fingerprint(self, cfg, upstream) -> str:
         return self._manifest()["output_fingerprint"]
 
     def input_shards(self, ctx: StageContext) -> list[ShardRef]:
         m = self._manifest()
-        outs = sorted((o for o in m.get("outputs", []) if o["path"].startswith("shards/") and o["path"].endswith(".parquet")),
+        sub = "shards/" if m.get("stage") == "mix" else "data/"
+        outs = sorted((o for o in m.get("outputs", []) if o["path"].startswith(sub) and o["path"].endswith(".parquet")),
                       key=lambda o: o["path"])
-        return [ShardRef(path=stage_path(self.mix_dir, m, o["path"]), name=storage.basename(o["path"]).removesuffix(".parquet"),
-                         source="training_mix", index=i, size=o["size"]) for i, o in enumerate(outs)]
+        return [ShardRef(path=stage_path(self.stage_dir, m, o["path"]), name=storage.basename(o["path"]).removesuffix(".parquet"),
+                         source=m.get("stage", "stage"), index=i, size=o["size"]) for i, o in enumerate(outs)]
 
 
-def is_mix_folder(path: str) -> bool:
-    m = read_manifest(path)
-    return m is not None and m.get("stage") == "mix"
+def is_stage_folder(path: str) -> bool:
+    """A finished stage folder of a run (its committed manifest names its data)."""
+    return read_manifest(path) is not None
 
 
 DECONTAM = DecontamStage()

@@ -360,7 +360,8 @@ def audit(
     With CONFIG, audits the output of the stage before decontam (into RUN_DIR/30_audit). With
     --input, audits any dataset: it is read into OUT/00_ingest and reported in OUT/30_audit.
     With --input RUN_DIR/40_mix, audits the training mix itself (its shards, repeats included:
-    a dirty example counts once per epoch in which it is seen). With --scores, the report gives
+    a dirty example counts once per epoch in which it is seen); any finished stage folder
+    (RUN_DIR/20_dedup, ...) is read where it is too. With --scores, the report gives
     the scores on all, dirty and clean examples (GPT-3 Table C.1, Figure 4.2). Clean subsets of
     every benchmark are written beside the report (clean/, dirty/).
 
@@ -391,17 +392,17 @@ def audit(
         data = cfg.model_dump()
         data["decontam"]["scores"] = [*data["decontam"]["scores"], *scores]
         cfg = config_from_dict(data, base_dir=os.getcwd(), where="--scores")
-    from siftmix.contamination.stage import MixAuditStage, is_mix_folder
+    from siftmix.contamination.stage import FolderAuditStage, is_stage_folder
 
     from .core.manifest import stage_path
     from .core.ray_runner import ray_session
     from .runner import run_stage, run_through, stage_dir
 
     cfg = _with_stage(cfg, "decontam", config or "command line")
-    mix = inputs[0] if inputs and len(inputs) == 1 and is_mix_folder(inputs[0]) else None
+    folder = inputs[0] if inputs and len(inputs) == 1 and is_stage_folder(inputs[0]) else None
     with ray_session(cfg.ray, address=address, log=_log):
-        if mix is not None:  # the training mix itself: read where it is, not ingested
-            m = run_stage(MixAuditStage(mix), cfg, force=force, workers=workers, console=err_console, log=_log)
+        if folder is not None:  # a finished stage folder (RUN_DIR/40_mix: the training mix): read where it is
+            m = run_stage(FolderAuditStage(folder), cfg, force=force, workers=workers, console=err_console, log=_log)
         else:
             m = run_through(cfg, "audit", force=force, workers=workers, console=err_console, log=_log)
     print(stage_path(stage_dir(cfg, "audit"), m, "audit.html"))
