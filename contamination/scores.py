@@ -137,12 +137,14 @@ def _read_samples(path: str, recs: list[tuple[int, dict]], benches: list[Benchma
                                             f"{task} and none holds its documents' text; its {len(recs)} samples are not used"})
             return
         bench, how = by_name[best], "document text"
-    unmatched, n = 0, 0
+    unmatched, n, used = 0, 0, {}
     for i, r, t in texts:
         cand = where[bench.name].get(t) if t is not None else None
         doc_id = r.get("doc_id")
-        if cand:
-            ex = doc_id if doc_id in cand else cand[0]
+        if cand:  # the doc_id if it is one of the examples of this text, else the next of them
+            taken = used.setdefault((t, r.get("filter")), set())
+            ex = doc_id if doc_id in cand else next((c for c in cand if c not in taken), cand[0])
+            taken.add(ex)
         elif how == "task name" and isinstance(doc_id, int) and 0 <= doc_id < len(bench.texts):
             ex = doc_id
         else:

@@ -92,7 +92,8 @@ class DecontamStage(ShardStage):
         return {"stage": "decontam", "audit_only": self.audit_only, "decontam": d.model_dump(),
                 "benchmarks": storage.fingerprint(benchmark_files(d.benchmarks)),
                 "scores": storage.fingerprint(score_files(d.scores)) if d.scores else None,
-                "seed": cfg.seed, "keep_rejected_text": cfg.ingest.keep_rejected_text}
+                "seed": cfg.seed if d.scores else None,  # the bootstrap's
+                "keep_rejected_text": cfg.ingest.keep_rejected_text}
 
     def input_shards(self, ctx: StageContext) -> list[ShardRef]:
         return ctx.input_shards()

@@ -207,3 +207,12 @@ def test_samples_filters_and_non_numeric_metrics(tmp_path):
     (tmp_path / "samples_gsm_2026-01-01T00-00-00.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     s = read_scores([str(tmp_path)], b)
     assert s.values == {"gsm": {"exact_match,strict-match": {0: 1.0, 1: 0.0}, "exact_match,flexible-extract": {0: 1.0, 1: 0.0}}}
+
+
+def test_samples_of_repeated_example_texts_go_to_distinct_examples(tmp_path):
+    b = [Benchmark("dup", ["a", "b", "c"], ["the same text", "the same text", "another text"])]
+    recs = [{"doc_id": 10 + k, "doc": {"text": t}, "filter": "none", "acc": float(k)}
+            for k, t in enumerate(["the same text", "another text", "the same text"])]
+    (tmp_path / "samples_renamed_2026-01-01T00-00-00.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    s = read_scores([str(tmp_path)], b)
+    assert s.values == {"dup": {"acc": {0: 0.0, 2: 1.0, 1: 2.0}}} and s.files[0]["matched_by"] == "document text"
