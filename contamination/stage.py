@@ -207,6 +207,13 @@ class DecontamStage(ShardStage):
         link = f' · <a href="{audit}">audit.html</a> (every dirty example)' if storage.exists(storage.join(run_dir, audit)) else ""
         training = "".join(f"<li>{esc(k.replace('_', ' '))}: {esc(f'{v:,}' if isinstance(v, int) else v)}</li>"
                            for k, v in (m.get("training_side") or {}).items())
+        part = (m.get("counts") or {}).get("rejected_in_part_by_reason") or {}
+        part_html = ("<h3>Cut in part by reason</h3><p>documents whose contaminated text was cut out (their pieces "
+                     "are kept, so they count as kept above)</p><table class=\"sortable\"><thead><tr><th>reason</th>"
+                     "<th>documents</th></tr></thead><tbody>"
+                     + "".join(f'<tr><td>{esc(r)}</td><td data-k="{esc(f"{self.name}.in_part.{r}")}">{v:,}</td></tr>'
+                               for r, v in sorted(part.items(), key=lambda kv: (-kv[1], kv[0])))
+                     + "</tbody></table>") if part else ""
         warns = "".join(f"<li>{esc(w['message'])}</li>" for w in m.get("warnings") or [])
         c1 = m.get("table_c1") or []
         c1_html = (f'<h3>Clean vs all (Table C.1)</h3><table class="sortable"><thead><tr>'
@@ -214,6 +221,7 @@ class DecontamStage(ShardStage):
                    + figure_4_2(c1, svg_id=f"{self.name}-figure-4-2")) if c1 else ""
         return (f"<h3>Contamination per benchmark</h3><p>GPT-3 appendix C: an example is dirty if one of its "
                 f"N-grams occurs in the training data{link}</p>" + (f"<h3>Warnings</h3><ul>{warns}</ul>" if warns else "")
+                + part_html
                 + f'<table class="sortable">{BENCHMARK_HEAD}<tbody>{benchmark_rows(bs, key=self.name)}</tbody></table>'
                 + dirty_chart(bs, svg_id=f"{self.name}-dirty") + c1_html
                 + (f"<h3>Training side</h3><ul>{training}</ul>" if training else ""))

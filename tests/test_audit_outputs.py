@@ -262,6 +262,12 @@ def test_run_clean_subsets_and_counts(audited):
     assert sum(c["rejected_in_part_by_reason"].values()) == c["rejected_in_part"]
     assert sum(s["rejected_in_part"] for s in c["by_source"].values()) == c["rejected_in_part"]
     assert c["by_source"]["planted"]["rejected_in_part_by_reason"]  # the evil passages, by benchmark
+    from siftmix.pipeline.report import build_report
+    from test_report import numbers
+
+    shown = numbers(open(build_report(audited["tmp"] / "run")).read())  # the run report shows them
+    assert {k.split(".", 2)[2]: int(v.replace(",", "")) for k, v in shown.items()
+            if k.startswith("decontam.in_part.")} == c["rejected_in_part_by_reason"]
 
 
 @pytest.mark.integration
