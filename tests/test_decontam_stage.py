@@ -124,12 +124,18 @@ def test_cli_audit_and_decontam(tmp_path, demo_corpus):
     (tmp_path / "data").mkdir()
     q = json.loads((demo_corpus / "benchmarks" / "demo_qa.jsonl").read_text().splitlines()[3])
     (tmp_path / "data" / "d.jsonl").write_text(json.dumps({"text": "Some intro text here. " + q["text"] + " and more."}) + "\n")
-    r = run_cli("audit", "-i", tmp_path / "data", "-b", demo_corpus / "benchmarks", "-o", tmp_path / "out")
+    qa = [json.loads(x) for x in (demo_corpus / "benchmarks" / "demo_qa.jsonl").read_text().splitlines()]
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps({"benchmark": "demo_qa", "id": x["id"], "score": i % 2})
+                                              + "\n" for i, x in enumerate(qa)))
+    r = run_cli("audit", "-i", tmp_path / "data", "-b", demo_corpus / "benchmarks", "-o", tmp_path / "out",
+                "--scores", "s.jsonl", cwd=tmp_path)  # relative to the current folder
     assert r.returncode == 0, r.stderr
     audit_dir = committed(tmp_path / "out" / "30_audit")
     assert r.stdout.strip() == str(audit_dir / "audit.html")
     a = json.loads((audit_dir / "audit.json").read_text())
     assert {e["id"] for b in a["benchmarks"] for e in b["dirty_examples"]} == {q["id"]}
+    (row,) = a["table_c1"]
+    assert (row["benchmark"], row["count_all"], row["count_dirty"], row["score_dirty"]) == ("demo_qa", len(qa), 1, 3 % 2)
     assert json.loads((tmp_path / "data" / "d.jsonl").read_text())["text"].count(q["text"]) == 1  # untouched
     p = tmp_path / "c.yaml"
     p.write_text(f"run_dir: {tmp_path / 'run'}\nstages: [ingest]\nsources:\n  - {{name: web, paths: {tmp_path / 'data'}}}\n")
