@@ -26,9 +26,27 @@ class DecontamConfig(Strict):
                               "files, or JSONL of {benchmark, id, score}): files, folders or globs; gives Table C.1")
     batch_rows: int = Field(2048, gt=0)
 
-    @field_validator("benchmarks", "scores")
+    @field_validator("benchmarks")
     @classmethod
     def _bench_paths(cls, v: list[str], info: ValidationInfo) -> list[str]:
         return existing_paths(v, info)
+
+    @field_validator("scores")
+    @classmethod
+    def _score_paths(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        """Paths, each optionally ``BENCHMARK=PATH`` (the benchmark its samples are of)."""
+        out = []
+        for item in v:
+            name, path = split_named(item)
+            out.append((f"{name}=" if name else "") + existing_paths([path], info)[0])
+        return out
+
+
+def split_named(item: str) -> tuple[str | None, str]:
+    """``"arc_easy_test=out/samples_arc_easy.jsonl"`` -> (name, path); a plain path -> (None, path)."""
+    head, sep, tail = item.partition("=")
+    if sep and head and "/" not in head and "\\" not in head and ":" not in head:
+        return head, tail
+    return None, item
 
 

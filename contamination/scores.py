@@ -7,9 +7,10 @@ Two inputs are read (:func:`read_scores`):
   (document, filter) with ``doc_id``, ``doc`` (the dataset row), ``filter`` and one field per
   metric (``acc``, ``acc_norm``, ``exact_match``, ``f1``, ...; newer versions also list them in
   ``metrics``). The benchmark is the one named like the task, else the one whose examples hold
-  the most of the samples' document texts. A sample is matched to an example by its document's
-  text (the benchmark's fields, as the loader builds it), else, for a benchmark named like the
-  task, by ``doc_id`` (the example's position in the file).
+  the most of the samples' document texts; ``BENCHMARK=PATH`` names it (lm-eval's task names and
+  document fields often differ from a benchmark file's). A sample is matched to an example by its
+  document's text (the benchmark's fields, as the loader builds it), else, for a benchmark named
+  like the task or named by ``BENCHMARK=``, by ``doc_id`` (the example's position in the file).
 - a plain JSONL of ``{"benchmark", "id", "score"}`` (``"metric"`` optional, default ``score``).
 
 Per benchmark and metric, :func:`table_c1` gives the counts and mean scores on all, dirty and
@@ -31,6 +32,7 @@ from siftmix.pipeline.core import storage
 
 from .appendix_c import Benchmark
 from .benchmarks import example_text
+from .config import split_named
 
 Z95 = 1.959963984540054
 BOOTSTRAP = 1000
@@ -60,19 +62,26 @@ class Scores:
         per[ex] = value
 
 
-def score_files(paths: list[str]) -> list[str]:
-    """Files named, matched by a glob, or the ``*.jsonl`` files anywhere under a named folder."""
+def named_score_files(paths: list[str]) -> list[tuple[str | None, str]]:
+    """(benchmark named by ``BENCHMARK=PATH`` or None, file): files named, matched by a glob, or
+    the ``*.jsonl`` files anywhere under a named folder."""
     out = []
-    for p in paths:
+    for item in paths:
+        name, p = split_named(item)
         if storage.has_magic(p):
-            out += storage.glob(p)
+            found = storage.glob(p)
         elif storage.isdir(p):
-            out += sorted(f for f in storage.walk_files(p) if f.endswith(".jsonl"))
+            found = sorted(f for f in storage.walk_files(p) if f.endswith(".jsonl"))
         elif storage.exists(p):
-            out.append(p)
+            found = [p]
         else:
             raise ScoresError(f"scores path does not exist: {p}")
+        out += [(name, f) for f in found]
     return out
+
+
+def score_files(paths: list[str]) -> list[str]:
+    return [f for _, f in named_score_files(paths)]
 
 
 def _records(path: str) -> list[tuple[int, dict]]:
@@ -115,10 +124,13 @@ def _metrics_of(r: dict) -> list[tuple[str, float]]:
     return out
 
 
-def _read_samples(path: str, recs: list[tuple[int, dict]], benches: list[Benchmark], fields, out: Scores) -> None:
+def _read_samples(path: str, recs: list[tuple[int, dict]], benches: list[Benchmark], fields, out: Scores,
+                  named: str | None = None) -> None:
     m = _SAMPLES_NAME.match(storage.basename(path))
     task = m.group("task") if m else storage.basename(path).removesuffix(".jsonl")
     by_name = {b.name: b for b in benches}
+    if named is not None:  # BENCHMARK=PATH: the samples are of that benchmark (by text, else doc_id)
+        task = named
     texts = [(i, r, example_text(r["doc"], fields) if isinstance(r.get("doc"), dict) else None) for i, r in recs]
     where = {}
     for b in benches:
@@ -127,7 +139,7 @@ def _read_samples(path: str, recs: list[tuple[int, dict]], benches: list[Benchma
             pos.setdefault(t, []).append(k)
         where[b.name] = pos
     bench = by_name.get(task)
-    how = "task name"
+    how = "named" if named is not None else "task name"
     if bench is None:  # the benchmark whose examples hold the most of the samples' texts
         hits = {b.name: sum(t in where[b.name] for _, _, t in texts if t is not None) for b in benches}
         best = max(hits, key=lambda k: (hits[k], k), default=None)
@@ -145,7 +157,7 @@ def _read_samples(path: str, recs: list[tuple[int, dict]], benches: list[Benchma
             taken = used.setdefault((t, r.get("filter")), set())
             ex = doc_id if doc_id in cand else next((c for c in cand if c not in taken), cand[0])
             taken.add(ex)
-        elif how == "task name" and isinstance(doc_id, int) and 0 <= doc_id < len(bench.texts):
+        elif how != "document text" and isinstance(doc_id, int) and 0 <= doc_id < len(bench.texts):
             ex = doc_id
         else:
             unmatched += 1
@@ -188,7 +200,10 @@ def _read_plain(path: str, recs: list[tuple[int, dict]], benches: list[Benchmark
 
 def read_scores(paths: list[str], benches: list[Benchmark], fields: list[str] | None = None) -> Scores:
     out = Scores()
-    for path in score_files(paths):
+    names = {b.name for b in benches}
+    for named, path in named_score_files(paths):
+        if named is not None and named not in names:
+            raise ScoresError(f"scores {named}={path}: no benchmark named {named} (benchmarks: {', '.join(sorted(names))})")
         recs = _records(path)
         if not recs:
             out.warnings.append({"kind": "scores_unmatched", "file": path, "count": 0,
@@ -196,7 +211,7 @@ def read_scores(paths: list[str], benches: list[Benchmark], fields: list[str] | 
             continue
         first = recs[0][1]
         if "doc_id" in first:
-            _read_samples(path, recs, benches, fields, out)
+            _read_samples(path, recs, benches, fields, out, named)
         elif "benchmark" in first:
             _read_plain(path, recs, benches, out)
         else:

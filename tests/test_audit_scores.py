@@ -216,3 +216,23 @@ def test_samples_of_repeated_example_texts_go_to_distinct_examples(tmp_path):
     (tmp_path / "samples_renamed_2026-01-01T00-00-00.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     s = read_scores([str(tmp_path)], b)
     assert s.values == {"dup": {"acc": {0: 0.0, 2: 1.0, 1: 2.0}}} and s.files[0]["matched_by"] == "document text"
+
+
+def test_benchmark_named_for_a_samples_file(tmp_path):
+    """lm-eval's own task of a benchmark has other fields and another name than the benchmark
+    file (arc_easy vs arc_easy_test): BENCHMARK=PATH names it, and doc_id matches."""
+    b = [Benchmark("arc_easy_test", ["x0", "x1"], ["Question: a? A B", "Question: b? C D"])]
+    recs = [{"doc_id": i, "doc": {"question": q, "choices": {"text": ["A", "B"], "label": ["A", "B"]}}, "filter": "none",
+             "acc": float(i)} for i, q in enumerate(["a?", "b?"])]
+    f = tmp_path / "samples_arc_easy_2026-01-01T00-00-00.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    unnamed = read_scores([str(f)], b)
+    assert unnamed.values == {} and "no benchmark is named arc_easy" in unnamed.warnings[0]["message"]
+    named = read_scores([f"arc_easy_test={f}"], b)
+    assert named.values == {"arc_easy_test": {"acc": {0: 0.0, 1: 1.0}}} and named.files[0]["matched_by"] == "named"
+    with pytest.raises(ScoresError, match="no benchmark named arc_easy_dev"):
+        read_scores([f"arc_easy_dev={f}"], b)
+    from siftmix.contamination.config import DecontamConfig
+
+    cfg = DecontamConfig.model_validate({"scores": [f"arc_easy_test={f.name}"]}, context={"base_dir": str(tmp_path)})
+    assert cfg.scores == [f"arc_easy_test={f}"]  # the path part is resolved like any other path
