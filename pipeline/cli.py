@@ -352,7 +352,8 @@ def audit(
     benchmarks: Annotated[list[str] | None, typer.Option("--benchmarks", "-b", help="benchmark files or folders")] = None,
     out: Annotated[str | None, typer.Option("--out", "-o", help="output folder for --input (a path or s3:// / gs:// URL)")] = None,
     scores: Annotated[list[str] | None, typer.Option("--scores", "-s", help="per-example evaluation results (lm-eval "
-                      "--log_samples files or {benchmark, id, score} JSONL; files, folders, globs; repeatable): Table C.1")] = None,
+                      "--log_samples files or {benchmark, id, score} JSONL; files, folders, globs; BENCHMARK=PATH names the "
+                      "benchmark; repeatable): Table C.1")] = None,
     force: ForceOpt = False, address: AddressOpt = None, workers: WorkersOpt = None,
 ):
     """Report which benchmark examples occur in a dataset; never changes the data.
