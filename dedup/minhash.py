@@ -63,13 +63,25 @@ def shingle_sets(w: Words, n: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """Each document's set of 64-bit shingle hashes, for exact Jaccard: (values, offsets) with
     the sorted unique hashes of document d in ``values[offsets[d]:offsets[d + 1]]``."""
     h, first = ngram_hashes(w, n)
-    doc = w.doc[first].astype(np.int64)
-    order = np.lexsort((h, doc))
-    h, doc = h[order], doc[order]
-    keep = np.ones(len(h), bool)
-    keep[1:] = (h[1:] != h[:-1]) | (doc[1:] != doc[:-1])
-    h, doc = h[keep], doc[keep]
-    return h, np.searchsorted(doc, np.arange(w.n_docs + 1))
+    doc = w.doc[first].astype(np.int64)  # ascending: n-grams come in document order
+    starts = np.searchsorted(doc, np.arange(w.n_docs + 1))
+    out = np.empty_like(h)
+    off = np.zeros(w.n_docs + 1, np.int64)
+    _sorted_unique_segments(h, starts, out, off)
+    return out[:off[-1]], off
+
+
+@numba.njit(cache=True)
+def _sorted_unique_segments(h, starts, out, off):
+    """Sort each document's hashes and drop repeats (one segment at a time: no global sort)."""
+    k = 0
+    for d in range(len(starts) - 1):
+        seg = np.sort(h[starts[d]:starts[d + 1]])
+        for i in range(len(seg)):
+            if i == 0 or seg[i] != seg[i - 1]:
+                out[k] = seg[i]
+                k += 1
+        off[d + 1] = k
 
 
 @numba.njit(cache=True)

@@ -96,13 +96,26 @@ def provide_table(path: str, docs: np.ndarray, p: DedupConfig) -> pa.Table:
     """Signatures (as uint32: legacy values are below 2^32 too) and sorted 64-bit shingle sets
     of the given documents (sorted, unique) of one shard, as binary columns."""
     rows = (docs & np.int64(0xFFFFFFFF)).astype(np.int64)
-    text = storage.read_table(path, columns=["text"])["text"].take(pa.array(rows)).combine_chunks()
+    text = read_rows(path, rows)
     w = words(text, spans=False)
     sig, _ = batch_signatures_words(text, w, p)
     sig = np.ascontiguousarray(sig.astype(np.uint32))
     vals, off = shingle_sets(w, p.ngram)
     sig_off = np.arange(len(docs) + 1, dtype=np.int64) * sig.shape[1] * 4
     return pa.table([pa.array(docs), _binary(sig_off, sig), _binary(off.astype(np.int64) * 8, vals)], schema=PROVIDED_SCHEMA)
+
+
+def read_rows(path: str, rows: np.ndarray, column: str = "text") -> pa.Array:
+    """``column`` of the given rows (sorted) of a Parquet file, reading only the row groups that
+    hold them (the dedup stage writes small row groups, so that a later run deduplicating against
+    its index reads little of each indexed shard)."""
+    pf = storage.parquet_file(path)
+    md = pf.metadata
+    bounds = np.r_[0, np.cumsum([md.row_group(i).num_rows for i in range(md.num_row_groups)])]
+    groups = np.unique(np.searchsorted(bounds, rows, side="right") - 1)
+    t = pf.read_row_groups(groups.tolist(), columns=[column])
+    local = np.concatenate([np.arange(bounds[g], bounds[g + 1]) for g in groups]) if len(groups) else np.zeros(0, np.int64)
+    return t[column].take(pa.array(np.searchsorted(local, rows))).combine_chunks()
 
 
 def gather_sets(prov: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

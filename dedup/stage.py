@@ -618,6 +618,10 @@ class _ApplyState:
 class ApplyWorker(ShardWorker):
     """The last pass: a shard's kept rows get ``dup_cluster``; its duplicates are rejected."""
 
+    #: small row groups (~1-4 MB of text): a run deduplicating against this one's index reads
+    #: only the row groups of the indexed documents it has to verify (``shard.read_rows``)
+    row_group_rows = 256
+
     def __init__(self, work: str, keep_text: bool, max_bytes: int):
         self.work, self.keep_text, self.max_bytes = work, keep_text, max_bytes
 

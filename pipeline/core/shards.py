@@ -37,9 +37,9 @@ class ShardWriter:
     (ingest), or, with ``single=True``, to the one file ``DIR/PREFIX.parquet`` (later stages)."""
 
     def __init__(self, directory: str, prefix: str, schema: pa.Schema, max_bytes: int = DEFAULT_SHARD_BYTES,
-                 single: bool = False):
+                 single: bool = False, row_group_rows: int | None = None):
         self.directory, self.prefix, self.schema, self.max_bytes = directory, prefix, schema, max_bytes
-        self.single = single
+        self.single, self.row_group_rows = single, row_group_rows
         self._writer = None
         self._part = 0
         self._bytes = 0
@@ -55,7 +55,8 @@ class ShardWriter:
             return
         if self._writer is None:
             self._writer = storage.parquet_writer(self._path(), self.schema, **PARQUET_OPTIONS)
-        self._writer.write_table(table.cast(self.schema) if table.schema != self.schema else table)
+        self._writer.write_table(table.cast(self.schema) if table.schema != self.schema else table,
+                                 row_group_size=self.row_group_rows)
         self._bytes += table.nbytes
         self._rows += table.num_rows
         if self._bytes >= self.max_bytes and not self.single:
@@ -192,6 +193,7 @@ class ShardWorker(ABC):
     batch_rows: int = 4096
     max_bytes: int = DEFAULT_SHARD_BYTES
     single_file: bool = True           # False: roll over past max_bytes (ingest)
+    row_group_rows: int | None = None  # data shards' row groups: at most this many rows (None: one per batch)
     count_bytes_in: bool = True        # False: bytes_in is the input file's size (ingest)
 
     def setup(self) -> None:
@@ -249,7 +251,8 @@ def run_shard(worker: ShardWorker, shard: ShardRef, out_dir: str) -> ShardResult
     """One input through ``worker``: ``out_dir/data/<name>`` and ``out_dir/rejected/<name>``."""
     t0 = time.perf_counter()
     schema = worker.output_schema(shard)
-    data = ShardWriter(storage.join(out_dir, "data"), shard.name, schema, worker.max_bytes, worker.single_file)
+    data = ShardWriter(storage.join(out_dir, "data"), shard.name, schema, worker.max_bytes, worker.single_file,
+                       worker.row_group_rows)
     rej = ShardWriter(storage.join(out_dir, "rejected"), shard.name, REJECTED_SCHEMA, worker.max_bytes, worker.single_file)
     source, docs_in, kept_n, bytes_in, chars_kept, bytes_kept = None, 0, 0, 0, 0, 0
     rejected: Counter = Counter()
