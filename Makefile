@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/pip --disable-pip-version-check
 DEMO_SIZE ?= 10MB
 
-.PHONY: install demo test test-fast fuzz bench bench-peers bench-langid-peers bench-scale golden lint clean chromium
+.PHONY: install demo demo-audit test test-fast fuzz bench bench-peers bench-langid-peers bench-scale golden lint clean chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,15 @@ demo: install
 	@echo "Demo run finished: runs/demo (manifests: runs/demo/*/_manifest.json)"
 	@echo "Run report: runs/demo/report.html"
 	@echo "Contamination report: runs/demo/30_decontam/audit.html"
+
+# After `make demo`: the README's Table C.1 example. lm-eval's dummy model (random answers, seeded)
+# over the demo benchmarks (configs/lm_eval: local JSONL, nothing from a hub), then the audit
+# with its per-example results: runs/demo/30_audit/<attempt>/audit.{md,html}
+demo-audit: install
+	rm -rf demo/lm-eval
+	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/lm_eval --model dummy --tasks demo_qa,demo_cloze,demo_facts \
+	  --include_path configs/lm_eval --log_samples --output_path demo/lm-eval
+	$(BIN)/siftmix audit configs/demo.yaml --scores demo/lm-eval
 
 test: install chromium
 	$(BIN)/python -m pytest -q
