@@ -58,7 +58,8 @@ class Scores:
     def add(self, where: str, bench: str, metric: str, ex: int, value: float, label: str) -> None:
         per = self.values.setdefault(bench, {}).setdefault(metric, {})
         if ex in per:
-            raise ScoresError(f"{where}: example {label} of {bench} already has a {metric} score")
+            raise ScoresError(f"{where}: example {label} of {bench} already has a {metric} score "
+                              f"(one result per example: two samples files of one task?)")
         per[ex] = value
 
 
