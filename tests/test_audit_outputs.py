@@ -186,7 +186,9 @@ def audited(ray_local, demo_corpus, tmp_path_factory):
     planted = tmp / "planted"
     planted.mkdir()
     filler = " ".join(rng.choice(["lorem", "ipsum", "dolor", "sit", "amet"], 120))
-    docs = [{"id": f"p{i}", "text": f"{filler} {r['text']} {EVIL[1]} {filler}"} for i, r in enumerate(evil_rows[:6])]
+    # training text with the same: ingest keeps control characters here (ingest.control_chars: keep)
+    docs = [{"id": f"p{i}" + (EVIL[2] if i == 1 else ""), "text": f"{filler} {EVIL[2]} {r['text']} {EVIL[0]}{EVIL[1]} {filler}"}
+            for i, r in enumerate(evil_rows[:6])]
     docs += [{"id": "p-short", "text": f"{filler} so {SHORT[0].upper()}, then {filler}"},
              {"id": "p-long", "text": f"{filler} {short_rows[3]['text']} {filler}"}]
     (planted / "docs.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
@@ -205,7 +207,7 @@ def audited(ray_local, demo_corpus, tmp_path_factory):
     (tmp / "scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     cfg = config_from_dict({"run_dir": str(tmp / "run"), "seed": 9, "stages": ["ingest", "decontam"],
                             "sources": demo_sources(demo_corpus) + [{"name": "planted", "paths": [str(planted)]}],
-                            "ingest": {"min_chars": 200},
+                            "ingest": {"min_chars": 200, "control_chars": "keep"},
                             "decontam": {"benchmarks": [str(demo_corpus / "benchmarks"), str(extra)],
                                          "scores": [str(tmp / "scores.jsonl")], "short_examples": "whole"}})
     log = []
@@ -284,11 +286,16 @@ def test_run_warnings_in_log_json_and_html(audited):
 @pytest.mark.integration
 def test_run_reports_escape_benchmark_and_training_text(audited):
     folder = audited["folder"]
+    evil = next(b for b in audited["audit"]["benchmarks"] if b["name"].startswith("evil"))
+    snippets = "".join(e["train_snippet"] for e in evil["dirty_examples"])
+    assert EVIL[0] in snippets and EVIL[1] in snippets and EVIL[2] in snippets  # training text reached the report
+    assert any(EVIL[2] in e["train_doc"] for e in evil["dirty_examples"])
     page = (folder / "audit.html").read_text()
-    _check_escaped_html(page)  # benchmark text; training snippets (ingest strips control characters)
-    assert page.count("&lt;script&gt;") >= 2
+    _check_escaped_html(page)  # benchmark text and training snippets
+    assert page.count("&lt;script&gt;") >= 2 and "p1\\u0000\\u001b[31m\\u0007" in page
     md = (folder / "audit.md").read_text()
     assert "<script" not in md and "<img" not in md and not CONTROL.search(md) and "\\u0000" in md
+    assert "training document p1\\u0000\\u001b\\[31m\\u0007" in md  # a training document id
     assert "evil&lt;script" in md and 'evil\\-0"&gt;&lt;img src=x onerror=alert\\(1\\)&gt;' in md  # name; id
 
 
