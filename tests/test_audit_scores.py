@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 from siftmix.contamination.appendix_c import Benchmark
-from siftmix.contamination.benchmarks import load_benchmarks
+from siftmix.contamination.benchmarks import load_benchmarks, write_subsets
 from siftmix.contamination.scores import Scores, ScoresError, read_scores, table_c1
 
 # --------------------------------------------------------------------------- the oracle
@@ -150,30 +150,37 @@ metric_list:
 """
 
 
-def lm_eval_samples(tmp_path, task: str, data) -> list:
-    """Run lm-evaluation-harness (its dummy model, a task YAML reading a local JSONL: nothing
-    from a hub) with --log_samples; the samples files it wrote."""
+def lm_eval_samples(tmp_path, tasks: dict) -> dict:
+    """Run lm-evaluation-harness once (its dummy model, task YAMLs reading local JSONL files:
+    nothing from a hub) with --log_samples; {task: the samples files it wrote}."""
     pytest.importorskip("lm_eval", reason="lm-eval is in the test extra (make test installs it)")
     (tmp_path / "tasks").mkdir(exist_ok=True)
-    (tmp_path / "tasks" / f"{task}.yaml").write_text(TASK.format(task=task, data=data))
+    for task, data in tasks.items():
+        (tmp_path / "tasks" / f"{task}.yaml").write_text(TASK.format(task=task, data=data))
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    r = subprocess.run([sys.executable, "-m", "lm_eval", "--model", "dummy", "--tasks", task, "--include_path",
+    r = subprocess.run([sys.executable, "-m", "lm_eval", "--model", "dummy", "--tasks", ",".join(tasks), "--include_path",
                         str(tmp_path / "tasks"), "--output_path", str(tmp_path / "lm-out"), "--log_samples"],
                        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    return sorted((tmp_path / "lm-out").rglob(f"samples_{task}_*.jsonl"))
+    return {task: sorted((tmp_path / "lm-out").rglob(f"samples_{task}_2*.jsonl")) for task in tasks}
 
 
 def test_lm_eval_samples_path(tmp_path):
     rows, benches = _bench_files(tmp_path)
-    files = lm_eval_samples(tmp_path, "qa", tmp_path / "b" / "qa.jsonl")
+    dirty = {"qa": {1, 4, 6}}
+    # the clean subset the audit writes, evaluated by lm-eval as it evaluates the original
+    files = write_subsets(benches[[b.name for b in benches].index("qa")], dirty["qa"], str(tmp_path / "audit"))
+    out = lm_eval_samples(tmp_path, {"qa": tmp_path / "b" / "qa.jsonl", "qaclean": tmp_path / "audit" / files["clean"]})
+    clean_docs = [json.loads(x)["doc"] for x in out["qaclean"][0].read_text().splitlines()]
+    assert clean_docs == [r for i, r in enumerate(rows["qa"]) if i not in dirty["qa"]]
+    files = out["qa"]
     assert len(files) == 1
     samples = [json.loads(x) for x in files[0].read_text().splitlines()]
     assert len(samples) == 8 and {"doc_id", "doc", "acc", "acc_norm"} <= set(samples[0])  # lm-eval's own format
     want = {m: {s["doc_id"]: float(s[m]) for s in samples} for m in ("acc", "acc_norm")}
     # the task is named like the benchmark: by text (and doc_id agrees)
-    s = read_scores([str(tmp_path / "lm-out")], benches)
+    s = read_scores([str(f) for f in files], benches)
     assert s.values == {"qa": want} and s.warnings == []
     assert s.files[0]["benchmark"] == "qa" and s.files[0]["matched_by"] == "task name"
     # a task of another name, its file in another order: matched by the documents' text
@@ -191,7 +198,6 @@ def test_lm_eval_samples_path(tmp_path):
     s3 = read_scores([str(stray)], benches)
     assert s3.values == {} and "no benchmark is named zzz" in s3.warnings[0]["message"]
     # Table C.1 of the lm-eval scores against the brute force
-    dirty = {"qa": {1, 4, 6}}
     for r in table_c1(s, dirty, seed=3, order=["qa"]):
         want_row = brute_force_row("qa", r["metric"], s.values["qa"][r["metric"]], dirty["qa"], 3)
         assert all(_close(r[k], v) if k != "flagged" else r[k] == v for k, v in want_row.items())
