@@ -242,3 +242,13 @@ def test_benchmark_named_for_a_samples_file(tmp_path):
 
     cfg = DecontamConfig.model_validate({"scores": [f"arc_easy_test={f.name}"]}, context={"base_dir": str(tmp_path)})
     assert cfg.scores == [f"arc_easy_test={f}"]  # the path part is resolved like any other path
+
+
+def test_bootstrap_in_chunks_draws_what_one_draw_would():
+    """Large benchmarks are resampled in chunks (memory): the same draws as all at once."""
+    from siftmix.contamination.scores import bootstrap
+
+    v = np.random.default_rng(1).random(5000)  # 400 resamples a chunk
+    rng = np.random.default_rng(77)
+    means = v[rng.integers(0, len(v), (1000, len(v)))].mean(axis=1)
+    assert bootstrap(v, 77) == tuple(float(x) for x in np.quantile(means, [0.025, 0.975]))
