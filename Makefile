@@ -22,6 +22,8 @@ demo: install
 	$(BIN)/siftmix demo-data demo/corpus --size $(DEMO_SIZE)
 	$(BIN)/siftmix run configs/demo.yaml
 	@echo ""
+	@$(BIN)/python -m siftmix.pipeline.demo runs/demo demo/corpus
+	@echo ""
 	@echo "Demo run finished: runs/demo (manifests: runs/demo/*/_manifest.json)"
 	@echo "Run report: runs/demo/report.html"
 	@echo "Contamination report: runs/demo/30_decontam/audit.html"

@@ -3,8 +3,9 @@
 Writes a small but realistic corpus in the formats real users have:
 
 * ``cc/CC-DEMO-*.warc.wet.gz`` — Common Crawl-like WET files (gzip member per record, warcinfo
-  first): good prose, keyword spam, navigation/cookie boilerplate, machine-like junk, with planted
-  near-duplicates, exact duplicates, WebText2 copies and benchmark passages;
+  first): mostly keyword spam, navigation/cookie boilerplate and machine-like junk, with about 5%
+  well-written articles; planted near-duplicates and exact duplicates of articles, WebText2 copies
+  and benchmark passages;
 * ``webtext2/*.jsonl.gz``, ``books1/*.txt``, ``books2/*.jsonl.zst``, ``wikipedia/*.jsonl`` — curated;
 * ``benchmarks/*.jsonl`` — three small benchmark sets;
 * ``truth.json`` — what was planted (for tests and reports); ``demo.yaml`` — a run config.
@@ -238,7 +239,20 @@ def parse_size(s: str) -> int:
 
 # ----------------------------------------------------------------------------- the corpus
 
-SHARES = {"common_crawl": 0.60, "webtext2": 0.15, "books1": 0.10, "books2": 0.10, "wikipedia": 0.05}
+#: Shares of the text budget. The crawl is most of it, as it is of a real corpus; after the quality
+#: filter it is still the largest source. WebText2, Books1 and Wikipedia are small, so the mix
+#: (configs/demo.yaml: GPT-3's weights, at most 3.5 epochs per source) repeats them several times
+#: while it sees the crawl less than once (GPT-3 Table 2.2: Wikipedia 3.4, WebText2 2.9, Books1 1.9
+#: epochs; Common Crawl 0.44, Books2 0.43). Books2 is the large curated source: most of the
+#: quality classifier's positives come from it.
+SHARES = {"common_crawl": 0.7915, "webtext2": 0.0052, "books1": 0.0029, "books2": 0.20, "wikipedia": 0.0004}
+
+#: The synthetic crawl, by share of documents: mostly boilerplate, spam and machine junk (and
+#: fragments too short to keep); about 5% well-written articles ("prose": 4.5% of all documents,
+#: 4.8% of those long enough to keep), from the same writer as the curated sources. Every crawl
+#: document is a negative example for the classifier; with so few articles among them it still
+#: scores articles high.
+CRAWL_KINDS = (("prose", 0.045), ("spam", 0.28), ("boilerplate", 0.32), ("junk", 0.295), ("short", 0.06))
 
 
 def _uuid(rng: random.Random) -> str:
@@ -334,29 +348,33 @@ def generate(out: str, nbytes: int, seed: int = 0, log: Callable[[str], None] | 
     # --- Common Crawl: WET files
     cc: list[dict] = []
     budget = nbytes * SHARES["common_crawl"]
+    cum = [(kind, sum(f for _, f in CRAWL_KINDS[:i + 1])) for i, (kind, _) in enumerate(CRAWL_KINDS)]
     while budget > 0:
         k = rng.random()
-        if k < 0.50:
-            kind, text = "prose", w.prose(rng.randint(600, 5000))
-        elif k < 0.65:
-            kind, text = "spam", w.spam(rng.randint(400, 3000))
-        elif k < 0.80:
-            kind, text = "boilerplate", w.boilerplate(rng.randint(300, 2500)) + "\n" + w.paragraph(1, 2)
-        elif k < 0.92:
-            kind, text = "junk", w.junk(rng.randint(400, 3000))
+        kind = next((kd for kd, c in cum if k < c), "short")
+        if kind == "prose":
+            text = w.prose(rng.randint(2000, 6000))
+        elif kind == "spam":
+            text = w.spam(rng.randint(400, 3000))
+        elif kind == "boilerplate":  # navigation, cookie banners, footers around a one-line teaser
+            text = w.boilerplate(rng.randint(300, 2500)) + "\n" + w.sentence()
+        elif kind == "junk":
+            text = w.junk(rng.randint(400, 3000))
         else:
-            kind, text = "short", w.sentence()  # too short to keep
+            text = w.sentence()  # too short to keep
         cc.append({"uuid": _uuid(rng), "kind": kind, "text": text})
         budget -= len(text)
     prose_idx = [i for i, d in enumerate(cc) if d["kind"] == "prose"]
-    # planted near-duplicates (~6% of prose docs), exact duplicates (~2%), WebText2 copies (~2%)
+    # planted near-duplicates of articles (15% of them, at least 8: mirrors, reposts, syndicated
+    # copies with a few words changed, Jaccard ~0.85-0.95, so they survive quality and dedup finds
+    # them), exact duplicates (5%, at least 3), WebText2 copies (2% of WebText2)
     extra = []
-    for i in rng.sample(prose_idx, max(1, len(prose_idx) * 6 // 100)):
-        rate = rng.choice([0.01, 0.02, 0.05, 0.1])
+    for i in rng.sample(prose_idx, min(len(prose_idx), max(8, len(prose_idx) * 15 // 100))):
+        rate = rng.choice([0.005, 0.01, 0.015])
         d = {"uuid": _uuid(rng), "kind": "near_duplicate", "text": edit_words(cc[i]["text"], rng, rate)}
         extra.append(d)
         truth["near_duplicates"].append({"original": cc[i]["uuid"], "copy": d["uuid"], "edit_rate": rate})
-    for i in rng.sample(prose_idx, max(1, len(prose_idx) * 2 // 100)):
+    for i in rng.sample(prose_idx, min(len(prose_idx), max(3, len(prose_idx) * 5 // 100))):
         d = {"uuid": _uuid(rng), "kind": "exact_duplicate", "text": cc[i]["text"]}
         extra.append(d)
         truth["exact_duplicates"].append({"original": cc[i]["uuid"], "copy": d["uuid"]})
@@ -437,4 +455,115 @@ ingest:
   min_chars: 200
 decontam:
   benchmarks: [benchmarks]
+mix:
+  max_epochs: 3.5   # no source more than 3.5 times (GPT-3's most repeated, Wikipedia, 3.4)
 """
+
+
+# ----------------------------------------------------------------------------- the story of a demo run
+
+def _ids(stage_dir: str, sub: str, columns: list[str]) -> dict[str, dict]:
+    """{id: row} of every committed shard of one stage's data/ or rejected/ folder."""
+    from .core import storage
+    from .core.manifest import read_manifest, stage_path
+
+    m = read_manifest(stage_dir)
+    if m is None:
+        return {}
+    key = "shards" if sub == "data" else "rejected_shards"
+    out = {}
+    for f in m.get("files", []):
+        for sh in f.get(key, []):
+            t = storage.read_table(stage_path(stage_dir, m, sub, sh["file"]), columns=columns)
+            for r in t.to_pylist():
+                out[r["id"]] = r
+    return out
+
+
+def story(run_dir: str, corpus: str) -> dict:
+    """What a demo run did with what the generator planted (``truth.json``): the classifier's
+    held-out AUC, the share of good crawl articles and of crawl junk that quality kept, the planted
+    crawl duplicates that survived quality and whether dedup joined them, the planted benchmark
+    passages that reached decontam and whether it found them, and the mix's epochs per source."""
+    from .core import storage
+    from .core.manifest import read_manifest, stage_path
+
+    truth = storage.read_json(storage.join(corpus, "truth.json"))
+    d = {s: storage.join(run_dir, s) for s in ("10_quality", "20_dedup", "30_decontam", "40_mix")}
+    qm = read_manifest(d["10_quality"])
+    ev = storage.read_json(stage_path(d["10_quality"], qm, "eval.json"))["heldout"]
+    q_in = {**_ids(d["10_quality"], "data", ["id"]), **_ids(d["10_quality"], "rejected", ["id"])}
+    q_kept = _ids(d["10_quality"], "data", ["id"])
+    kinds = truth["cc_kinds"]
+    cc = "urn:uuid:"
+
+    def share(kind_set):
+        ids = [cc + u for u, k in kinds.items() if k in kind_set and cc + u in q_in]
+        return {"in": len(ids), "kept": sum(i in q_kept for i in ids),
+                "share_kept": sum(i in q_kept for i in ids) / len(ids) if ids else 0.0}
+
+    dd_kept = _ids(d["20_dedup"], "data", ["id", "dup_cluster"])
+    dd_rej = _ids(d["20_dedup"], "rejected", ["id", "reason"])
+    cluster = {i: r["dup_cluster"] for i, r in dd_kept.items() if r.get("dup_cluster")}
+    for i, r in dd_rej.items():
+        keeper = r["reason"].split(":", 1)[1] if "duplicate_of:" in r["reason"] else None
+        if keeper in dd_kept:
+            cluster[i] = dd_kept[keeper].get("dup_cluster") or keeper
+    from siftmix.dedup.minhash import shingle_strings  # the shingles dedup compares
+
+    dcfg = read_manifest(d["20_dedup"])["config"]["dedup"]
+    texts = {i: r["text"] for i, r in _ids(d["10_quality"], "data", ["id", "text"]).items()}
+    pairs = []
+    for kind in ("near_duplicates", "exact_duplicates"):
+        for p in truth[kind]:
+            a, b = cc + p["original"], cc + p["copy"]
+            if a in q_kept and b in q_kept:
+                sa, sb = (set(shingle_strings(texts[x], dcfg["ngram"])) for x in (a, b))
+                pairs.append({"kind": kind, "original": a, "copy": b, "edit_rate": p.get("edit_rate", 0.0),
+                              "jaccard": len(sa & sb) / max(1, len(sa | sb)),
+                              "found": cluster.get(a) is not None and cluster.get(a) == cluster.get(b)})
+    dup = [p for p in pairs if p["jaccard"] >= dcfg["threshold"]]
+    m = read_manifest(d["30_decontam"])
+    audit = storage.read_json(stage_path(d["30_decontam"], m, "audit.json"))
+    dirty = {(b["name"], e["id"]) for b in audit["benchmarks"] for e in b["dirty_examples"]}
+    reached = set(dd_kept)
+    planted = [{**c, "reached_decontam": (cc + c["doc"] if c["doc"] not in q_in else c["doc"]) in reached,
+                "found": (c["benchmark"], c["example"]) in dirty} for c in truth["contamination"]]
+    planted = [{**c, "reached_decontam": c["reached_decontam"] or (cc + c["doc"]) in reached} for c in planted]
+    mm = read_manifest(d["40_mix"])
+    return {
+        "classifier": {"roc_auc": ev["fasttext"]["roc_auc"], "accuracy": ev["fasttext"]["accuracy"],
+                       "heldout_examples": ev["fasttext"]["n"]},
+        "good_crawl": share({"prose"}), "crawl_junk": share({"spam", "boilerplate", "junk"}),
+        "crawl_duplicates_surviving_quality": len(pairs), "dedup_threshold": dcfg["threshold"],
+        "crawl_duplicates_at_threshold": len(dup), "crawl_duplicates_found": sum(p["found"] for p in dup),
+        "crawl_pairs_below_threshold_joined": sum(p["found"] for p in pairs if p["jaccard"] < dcfg["threshold"]),
+        "duplicate_pairs": pairs,
+        "contamination_planted": len(planted), "contamination_reached_decontam": sum(c["reached_decontam"] for c in planted),
+        "contamination_found": sum(c["found"] for c in planted if c["reached_decontam"]),
+        "contamination": planted,
+        "epochs": {s: v["epochs"] for s, v in mm["counts"]["by_source"].items()},
+        "table_2_2": mm["table_2_2"],
+    }
+
+
+def format_story(s: dict) -> str:
+    g, j = s["good_crawl"], s["crawl_junk"]
+    return "\n".join([
+        f"classifier: held-out ROC AUC {s['classifier']['roc_auc']:.3f}, accuracy {s['classifier']['accuracy']:.3f} "
+        f"({s['classifier']['heldout_examples']} examples)",
+        f"quality kept {g['kept']}/{g['in']} good crawl articles ({g['share_kept']:.1%}) and "
+        f"{j['kept']}/{j['in']} crawl spam, boilerplate and junk pages ({j['share_kept']:.1%})",
+        f"dedup: {s['crawl_duplicates_surviving_quality']} planted crawl duplicate pairs survived quality; "
+        f"{s['crawl_duplicates_found']} of the {s['crawl_duplicates_at_threshold']} with Jaccard >= "
+        f"{s['dedup_threshold']} joined ({s['crawl_pairs_below_threshold_joined']} below it)",
+        f"decontam: {s['contamination_found']} of the {s['contamination_reached_decontam']} planted benchmark passages "
+        f"that reached it found ({s['contamination_planted']} planted)",
+        "mix epochs: " + ", ".join(f"{k} {v:.2f}" for k, v in s["epochs"].items()),
+    ])
+
+
+if __name__ == "__main__":  # python -m siftmix.pipeline.demo RUN_DIR CORPUS: the story of a demo run
+    import sys
+
+    print(format_story(story(sys.argv[1], sys.argv[2])))

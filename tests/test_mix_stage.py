@@ -122,13 +122,13 @@ def test_cli_mix(tmp_path, demo_corpus):
 stages: [ingest, mix]
 sources:
   - {{name: common_crawl, paths: {demo_corpus / 'cc'}, filter: true}}
-  - {{name: wikipedia, paths: {demo_corpus / 'wikipedia'}}}
+  - {{name: books2, paths: {demo_corpus / 'books2'}}}
 mix:
-  weights: {{common_crawl: 0.7, wikipedia: 0.3}}
+  weights: {{common_crawl: 0.7, books2: 0.3}}
   shard_tokens: 100000
 """)
     r = run_cli("mix", p)
     assert r.returncode == 0, r.stderr
     assert "Realized weight" in r.stderr and "plan (written before any data moves)" in r.stderr
     m = json.loads((tmp_path / "run" / "40_mix" / "_manifest.json").read_text())
-    assert abs(m["counts"]["by_source"]["wikipedia"]["share"] - 0.3) < 0.005
+    assert abs(m["counts"]["by_source"]["books2"]["share"] - 0.3) < 0.005

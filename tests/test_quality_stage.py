@@ -134,7 +134,7 @@ def test_cli_quality_commands(tmp_path, demo_corpus):
 stages: [ingest, quality]
 sources:
   - {{name: common_crawl, paths: {demo_corpus / 'cc'}, filter: true}}
-  - {{name: webtext2, paths: {demo_corpus / 'webtext2'}}}
+  - {{name: books2, paths: {demo_corpus / 'books2'}}}
 """)
     r = run_cli("quality", "train", cfgp, "-o", tmp_path / "model")
     assert r.returncode == 0, r.stderr
