@@ -82,6 +82,26 @@ def _search(job: tuple[str, str, str]) -> list[dict]:
     return [{**r, "shard": name} for r in find_rows(path, doc_id)]
 
 
+def _cluster(stage_dir: str, m: dict, doc_id: str) -> dict | None:
+    """The duplicate cluster the document is in, when the stage lists cluster files
+    (``clusters/*.parquet`` in its manifest's outputs: one row per member): its keeper and every
+    member with its Jaccard to the keeper and its reason. These files hold only the documents
+    in clusters, a small part of the stage's output."""
+    files = [o["path"] for o in m.get("outputs", []) if o["path"].startswith("clusters/") and o["path"].endswith(".parquet")]
+    if not files:
+        return None
+    cols = ["cluster", "id", "keeper", "reason", "jaccard"]
+    tables = [storage.read_table(stage_path(stage_dir, m, f)) for f in files]
+    t = pa.concat_tables([x.select([c for c in cols if c in x.column_names]) for x in tables if "cluster" in x.column_names])
+    mine = t.filter(pc.equal(t["id"], doc_id))
+    if mine.num_rows == 0:
+        return None
+    cid = mine["cluster"][0].as_py()
+    members = t.filter(pc.equal(t["cluster"], cid)).to_pylist()
+    keeper = next((r["id"] for r in members if r.get("keeper")), None)
+    return {"cluster": cid, "keeper": keeper, "members": members}
+
+
 def _entries(m: dict) -> list[dict]:
     return m.get("files") or []
 
@@ -157,6 +177,10 @@ def trace(run_dir: str, doc_id: str, workers: int = 8) -> dict:
         else:
             continue
         step.update(_describe(kept, rejected, doc_id))
+        if kept or rejected:
+            cl = _cluster(stage_dir, m, doc_id)
+            if cl:
+                step["cluster"] = cl
         shards = sorted({r["shard"] for r in kept})
         kept_rows = kept
         result["stages"].append(step)
@@ -185,6 +209,15 @@ def format_text(t: dict) -> str:
             lines.append(f"             {r['id']}: {s['folder']}/{'rejected' if 'reason' in r else 'data'}/{r['shard']} "
                          f"row {r['row']}, {r.get('chars')} chars" + (f", {extra}" if extra else "")
                          + (f", {r['reason']}" if "reason" in r and s["status"] != "rejected" else ""))
+        if s.get("cluster"):
+            c = s["cluster"]
+            others = [r for r in c["members"] if r["id"] != t["id"]]
+            me = next((r for r in c["members"] if r["id"] == t["id"]), {})
+            if me.get("jaccard") is not None:
+                lines.append(f"             Jaccard {me['jaccard']:.3f} to the keeper")
+            lines.append(f"             duplicate cluster {c['cluster']} ({len(c['members'])} documents), keeper {c['keeper']}: "
+                         + "; ".join(f"{r['id']}" + (f" (Jaccard {r['jaccard']:.3f} to the keeper)" if r.get("jaccard") is not None else "")
+                                     for r in others))
         if s.get("input_files"):
             lines.append(f"             from input file {', '.join(s['input_files'])} ({s['searched_shards']} shards searched)")
         for p in s.get("placed", []):

@@ -98,7 +98,7 @@ def test_ray_workers_killed_mid_stage_retried_output_identical(ray_local, demo_c
 
     for stage in ("00_ingest", "10_quality"):
         a, b = parquet_bytes(tmp_path / "clean" / stage), parquet_bytes(tmp_path / "faulty" / stage)
-        assert len(a) > 140 and a == b, stage
+        assert len(a) > 120 and a == b, stage  # many shards (the 2 MB demo corpus + forum: 135 files)
         ma, mb = (json.loads((tmp_path / d / stage / "_manifest.json").read_text()) for d in ("clean", "faulty"))
         assert ma["counts"] == mb["counts"] and ma["output_fingerprint"] == mb["output_fingerprint"]
     assert m_ingest["counts"]["by_source"]["forum"]["in"] == 120 * 40 and m_quality["counts"]["in"] == m_ingest["counts"]["kept"]

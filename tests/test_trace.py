@@ -85,6 +85,10 @@ def test_trace_equals_a_scan_of_every_shard(demo_reference, oracle):
         if what == "dedup":
             keeper = steps["dedup"]["duplicate_of"]
             assert steps["dedup"]["reason"].endswith(":" + keeper) and keeper in oracle[("dedup", "data")]
+            cl = steps["dedup"]["cluster"]  # from the stage's cluster files
+            assert cl["keeper"] == keeper and {doc, keeper} <= {r["id"] for r in cl["members"]}
+            k = {s["stage"]: s for s in trace(str(run), keeper)["stages"]}["dedup"]
+            assert k["status"] == "kept" and k["cluster"]["cluster"] == cl["cluster"]
         if what == "decontam":
             s = steps["decontam"]
             assert s["status"] == "cut" and s["pieces"] and all(p.startswith(doc + "#") for p in s["pieces"])
