@@ -577,7 +577,7 @@ def siftmix_dedup(corpus: Path, out: Path, workers: int, measure_fn) -> dict:
     manifest = json.loads((stage / "_manifest.json").read_text())
     groups = defaultdict(list)
     removed = 0
-    for f in sorted((stage / "rejected").rglob("*.parquet")):
+    for f in sorted((stage / manifest["attempt"] / "rejected").rglob("*.parquet")):  # the committed attempt
         t = pq.read_table(f, columns=["id", "reason"])
         for i, r in zip(t["id"].to_pylist(), t["reason"].to_pylist()):
             removed += 1

@@ -15,7 +15,7 @@ import argparse
 import os
 import shutil
 
-from bench.common import WORK, best_of, write_result
+from bench.common import WORK, best_of, committed_dir, write_result
 
 
 def main(argv=None) -> dict:
@@ -51,7 +51,7 @@ def main(argv=None) -> dict:
     res: dict = {"size": args.size}
     with ray_session(RayConfig(object_store_memory=500 * 2**20)):
         m_in = run_stage("ingest", cfg, log=lambda *_: None, progress=False)
-        shards = list_shards(str(run / "00_ingest" / "data"))
+        shards = list_shards(committed_dir(str(run / "00_ingest"), "data"))
         texts = [t for f in shards for t in pq.read_table(f, columns=["text"])["text"].to_pylist()]
         mb = sum(len(t.encode()) for t in texts) / 1e6
         tok = get_tokenizer("gpt2")

@@ -46,7 +46,6 @@ def main(argv=None) -> dict:
 
     srv = _server()  # before Ray starts: its workers inherit the endpoint and the keys
     import boto3
-
     from siftmix.pipeline.config import RayConfig, config_from_dict
     from siftmix.pipeline.core import storage
     from siftmix.pipeline.core.ray_runner import ray_session
@@ -79,7 +78,7 @@ def main(argv=None) -> dict:
     times: dict[str, list[float]] = {k: [] for k in cases}
     outputs = {}
     with ray_session(RayConfig(object_store_memory=500 * 2**20)):
-        for name, c in cases.items():  # warm-up: workers, imports, caches
+        for c in cases.values():  # warm-up: workers, imports, caches
             run_stage("ingest", c, force=True, workers=2, log=lambda *_: None, progress=False)
         for _ in range(args.repeat):
             for name, c in cases.items():  # interleaved: the machine's noise hits every case alike

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import ROOT, WORK, best_of, write_result
+from bench.common import ROOT, WORK, best_of, committed_dir, write_result
 
 SHARED = ROOT.parent / "shared" / "data"
 
@@ -98,7 +98,7 @@ def speed(n_fasttext_mb: str = "60MB", n_embed_docs: int = 400, embedding: bool 
     run_stage("ingest", cfg, log=_quiet, progress=False)
     model_dir = str(train / "model")
     train_quality(bare_context("quality", cfg, log=_quiet), model_dir)  # the model only: scoring the corpus with `both` on CPU takes minutes
-    texts = read_shards(str(train / "00_ingest" / "data"))
+    texts = read_shards(committed_dir(str(train / "00_ingest"), "data"))
     cc = texts.filter(pa.compute.equal(texts["source"], "common_crawl"))
     cc_texts = cc["text"].to_pylist()
     mb = sum(len(t.encode()) for t in cc_texts) / 1e6
@@ -116,7 +116,7 @@ def speed(n_fasttext_mb: str = "60MB", n_embed_docs: int = 400, embedding: bool 
     import pyarrow.parquet as pq
     from siftmix.pipeline.core.shards import list_shards
 
-    cc_shards = [f for f in list_shards(str(train / "00_ingest" / "data")) if Path(f).name.startswith("common_crawl")]
+    cc_shards = [f for f in list_shards(committed_dir(str(train / "00_ingest"), "data")) if Path(f).name.startswith("common_crawl")]
     bare_dir = WORK / "quality-speed-bare-io"
 
     def bare_io():

@@ -55,3 +55,13 @@ def best_of(fn, repeat: int = 3) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+def committed_dir(stage_dir: str, *parts: str) -> str:
+    """A folder of a finished stage: under the attempt its manifest committed."""
+    from siftmix.pipeline.core.manifest import read_manifest, stage_path
+
+    m = read_manifest(stage_dir)
+    if m is None:
+        raise FileNotFoundError(f"no finished stage in {stage_dir}")
+    return stage_path(stage_dir, m, *parts)
