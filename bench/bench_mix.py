@@ -6,7 +6,8 @@ counting: GPT-2 tokens/s per core of siftmix's counting pass (the task that read
           long documents into pieces, tokenizes in one batched call, keeps the token ids and
           writes the pieces) vs a bare ``encode_ordinary_batch`` over the same texts (target 1.3x).
 stage:    the whole mix stage (count, plan, sample, shuffle, Parquet + token shards) with 1 and
-          2 workers, MB/s of input text per core.
+          2 workers, MB/s of input text per core; and with 1 worker, the Megatron token format
+          (.bin + .idx, the default) against the npy one (.bin + .idx.npy) in the same run.
 """
 
 from __future__ import annotations
@@ -72,17 +73,23 @@ def main(argv=None) -> dict:
                            "overhead": round(count / bare, 3), "target_overhead": 1.3}
         print("counting", res["counting"], flush=True)
         stage = {}
+        # token shards in Megatron's format (the default) vs the npy offsets, 1 worker, same run
+        npy = config_from_dict({**cfg.model_dump(), "mix": {**cfg.mix.model_dump(), "token_format": "npy"}})
+        stage["npy"] = best_of(lambda: run_stage("mix", npy, force=True, workers=1, log=lambda *_: None, progress=False), 2)
         for w in (1, 2):
             stage[w] = best_of(lambda: run_stage("mix", cfg, force=True, workers=w, log=lambda *_: None, progress=False), 2)
         m = run_stage("mix", cfg, log=lambda *_: None, progress=False)
-        out_mb = sum(os.path.getsize(os.path.join(run, "40_mix", "shards", f)) for f in os.listdir(run / "40_mix" / "shards")) / 1e6
+        shard_dir = committed_dir(str(run / "40_mix"), "shards")
+        out_mb = sum(os.path.getsize(os.path.join(shard_dir, f)) for f in os.listdir(shard_dir)) / 1e6
         res["stage"] = {"input_text_mb": round(m_in["counts"]["bytes_kept"] / 1e6, 2), "tokens_out": m["counts"]["tokens"],
                         "output_mb_on_disk": round(out_mb, 2),
                         "shards": len(m["shards"]), "partitions": m["partitions"],
                         "mb_s_per_core_1_worker": round(m_in["counts"]["bytes_kept"] / 1e6 / stage[1], 2),
                         "mb_s_2_workers": round(m_in["counts"]["bytes_kept"] / 1e6 / stage[2], 2),
                         "mb_s_per_core_2_workers": round(m_in["counts"]["bytes_kept"] / 1e6 / stage[2] / 2, 2),
-                        "wall_s_1_worker": round(stage[1], 2), "wall_s_2_workers": round(stage[2], 2)}
+                        "wall_s_1_worker": round(stage[1], 2), "wall_s_2_workers": round(stage[2], 2),
+                        "token_format": m["tokenized"]["format"], "wall_s_1_worker_npy_format": round(stage["npy"], 2),
+                        "megatron_over_npy_1_worker": round(stage[1] / stage["npy"], 3)}
         print("stage", res["stage"], flush=True)
         res["table_2_2"] = m["table_2_2"]
     res["command"] = f"python -m bench.bench_mix --size {args.size}"
