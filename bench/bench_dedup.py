@@ -51,7 +51,9 @@ whole corpus. The benchmark skips (with a message) where ../shared/data is absen
    a similar pair that no method found and nobody planted is not counted). A cluster's pairs all
    count, so a chain A~B~C whose ends are under 0.8 lowers precision even when each link is true;
    ``clustered_docs_with_a_true_partner`` (share of clustered documents with at least one member
-   of their cluster at Jaccard >= 0.8) is given beside it.
+   of their cluster at Jaccard >= 0.8) is given beside it, and the removal figures: removed
+   documents whose kept document (the cluster's first) is under 0.8 (``removal_precision``), and
+   true pairs of which both documents were kept (``true_pairs_both_kept``).
 """
 
 from __future__ import annotations
@@ -714,6 +716,14 @@ def quality(methods: dict[str, list[list[str]]], families: list[list], text_of: 
                                 "precision": round(tp / len(mp), 4) if mp else None,
                                 "recall": round(tp / len(truth), 4) if truth else None,
                                 "clustered_docs_with_a_true_partner": round(len(partnered) / members, 4) if members else None}
+        if name != "datatrove":  # clusters list their kept document first (rensa/datasketch: union-find root; siftmix: the keeper)
+            removed = [(c[0], x) for c in methods[name] for x in c[1:]]
+            gone = {x for _, x in removed}
+            orphans = sum(jac[pair(k, x)] < THRESHOLD for k, x in removed)
+            res["methods"][name].update({
+                "removed": len(removed), "removed_without_a_kept_partner": orphans,
+                "removal_precision": round(1 - orphans / len(removed), 4) if removed else None,
+                "true_pairs_both_kept": sum(a not in gone and b not in gone for a, b in truth)})
     return res
 
 
