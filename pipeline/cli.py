@@ -469,7 +469,7 @@ def report(run_dir: Annotated[str, typer.Argument(help="a run folder (run_dir of
 
 @app.command()
 @guarded
-def trace(run_dir: Annotated[str, typer.Argument(help="a run folder (a path or URL)", show_default=False)],
+def trace(run_dir: Annotated[str, typer.Argument(metavar="RUN_DIR", help="a run folder (a path or URL)", show_default=False)],
           doc_id: Annotated[str, typer.Argument(metavar="ID", help="a document id (as ingest wrote it)", show_default=False)],
           as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False):
     """Show what happened to one document at each stage of a run.
