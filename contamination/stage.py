@@ -98,7 +98,8 @@ class DecontamStage(ShardStage):
     def input_shards(self, ctx: StageContext) -> list[ShardRef]:
         return ctx.input_shards()
 
-    def prepare(self, ctx: StageContext) -> dict:
+    def load(self, ctx: StageContext) -> dict:
+        """The benchmarks, their n-gram index, the scores and the warnings (before any pass)."""
         d, name = ctx.cfg.decontam, self.name
         try:
             benches = load_benchmarks(d.benchmarks, d.fields)
@@ -124,6 +125,14 @@ class DecontamStage(ShardStage):
         warnings = audit_warnings(benches, index, d.short_examples) + (scores.warnings if scores else [])
         for w in warnings:
             ctx.log(f"{name}: warning: {w['message']}")
+        return {"benches": benches, "index": index, "scores": scores, "warnings": warnings,
+                "index_info": {"build_s": round(index_s, 3), "bytes": int(index_bytes),
+                               "ngrams_13": int(len(index.tables[13][0]))}}
+
+    def prepare(self, ctx: StageContext) -> dict:
+        d = ctx.cfg.decontam
+        p = self.load(ctx)
+        index = p["index"]
         all_h, all_c, dirty, rows = [], [], {}, 0
         shards = self.input_shards(ctx)
         for r in ctx.map(_scan_task, shards, label="scan", unit="shards", fn_kwargs={"index": index, "cfg": d}):
@@ -143,10 +152,7 @@ class DecontamStage(ShardStage):
         docs_per_gram = np.bincount(inv, weights=c).astype(np.int64) if len(h) else np.zeros(0, np.int64)
         training = {"documents_in": ctx.upstream.kept if ctx.upstream else rows, "colliding_13grams": int(len(uh)),
                     "ngrams_ignored_as_boilerplate": int(np.sum(docs_per_gram > d.max_docs))}
-        return {"benches": benches, "index": index, "dirty": dirty, "ignored": uh[docs_per_gram > d.max_docs],
-                "training": training, "rows": rows, "scores": scores, "warnings": warnings,
-                "index_info": {"build_s": round(index_s, 3), "bytes": int(index_bytes),
-                               "ngrams_13": int(len(index.tables[13][0]))}}
+        return {**p, "dirty": dirty, "ignored": uh[docs_per_gram > d.max_docs], "training": training, "rows": rows}
 
     def worker(self, ctx: StageContext, p: dict) -> ExciseWorker:
         cfg = ctx.cfg

@@ -354,6 +354,8 @@ def audit(
     scores: Annotated[list[str] | None, typer.Option("--scores", "-s", help="per-example evaluation results (lm-eval "
                       "--log_samples files or {benchmark, id, score} JSONL; files, folders, globs; BENCHMARK=PATH names the "
                       "benchmark; repeatable): Table C.1")] = None,
+    index: Annotated[str | None, typer.Option("--index", help="audit against an index (siftmix index build) "
+                     "instead of reading the data; needs --benchmarks and --out")] = None,
     force: ForceOpt = False, address: AddressOpt = None, workers: WorkersOpt = None,
 ):
     """Report which benchmark examples occur in a dataset; never changes the data.
@@ -375,7 +377,13 @@ def audit(
         siftmix audit -i runs/demo/40_mix -b demo/corpus/benchmarks -o audit-mix
 
         siftmix audit configs/demo.yaml --scores lm-eval-out/ --scores more_scores.jsonl
+
+        siftmix audit -b demo/corpus/benchmarks --index runs/demo-index -o audit-index
     """
+    if index is not None:
+        if config is not None or inputs or not benchmarks or out is None:
+            _fail("--index needs --benchmarks and --out (and no CONFIG or --input)", 2)
+        inputs = [index]
     if (config is None) == (not inputs):
         _fail("give either a CONFIG file or --input, --benchmarks and --out", 2)
     if config is not None:
@@ -402,11 +410,67 @@ def audit(
     cfg = _with_stage(cfg, "decontam", config or "command line")
     folder = inputs[0] if inputs and len(inputs) == 1 and is_stage_folder(inputs[0]) else None
     with ray_session(cfg.ray, address=address, log=_log):
-        if folder is not None:  # a finished stage folder (RUN_DIR/40_mix: the training mix): read where it is
+        if index is not None:  # the benchmark side against a built index (the training text is not read)
+            from siftmix.contamination.index import IndexAuditStage
+
+            m = run_stage(IndexAuditStage(index), cfg, force=force, workers=workers, console=err_console, log=_log)
+        elif folder is not None:  # a finished stage folder (RUN_DIR/40_mix: the training mix): read where it is
             m = run_stage(FolderAuditStage(folder), cfg, force=force, workers=workers, console=err_console, log=_log)
         else:
             m = run_through(cfg, "audit", force=force, workers=workers, console=err_console, log=_log)
     print(stage_path(stage_dir(cfg, "audit"), m, "audit.html"))
+
+
+index_app = typer.Typer(help="A persisted n-gram index of a finished stage (for `siftmix audit --index`).",
+                        no_args_is_help=True, rich_markup_mode="markdown")
+app.add_typer(index_app, name="index")
+
+
+@index_app.command("build")
+@guarded
+def index_build(
+    run_dir: Annotated[str, typer.Argument(metavar="RUN_DIR", help="a run folder (a path or URL)", show_default=False)],
+    out: Annotated[str, typer.Option("--out", "-o", help="the index folder (a path or s3:// URL)", show_default=False)],
+    stage: Annotated[str, typer.Option(help="the stage whose documents are indexed (mix: each document once)")] = "mix",
+    sizes: Annotated[str, typer.Option(help="n-gram sizes, e.g. 8-13 or 13 (13 is always indexed)")] = "8-13",
+    partitions: Annotated[int, typer.Option(help="hash-prefix partitions (a power of two)")] = 16,
+    force: ForceOpt = False, address: AddressOpt = None, workers: WorkersOpt = None,
+):
+    """Index every n-gram (GPT-3 appendix C words) of a finished stage's documents.
+
+    Each n-gram is a 64-bit hash (the hash the audit uses) with its document (shard, row, id)
+    and character offset, sorted and partitioned by hash prefix into memory-mappable .npy files.
+    Rebuilding against an unchanged stage is skipped. `siftmix audit -b BENCH --index INDEX`
+    then audits benchmarks without reading the training text.
+
+    Examples:
+
+        siftmix index build runs/demo -o runs/demo-index
+
+        siftmix index build s3://bucket/runs/cc --stage decontam -o s3://bucket/index/cc
+    """
+    from pydantic import ValidationError
+    from siftmix.contamination.index import IndexConfig, IndexStage
+
+    from .core.ray_runner import ray_session
+    from .runner import run_stage
+
+    try:
+        st = registry.get(stage)
+    except KeyError as e:
+        _fail(f"--stage: {e.args[0]}", 2)
+    try:
+        lo, _, hi = sizes.partition("-")
+        conf = IndexConfig(sizes=list(range(int(lo), int(hi or lo) + 1)), partitions=partitions)
+    except (ValueError, ValidationError) as e:
+        _fail(f"--sizes/--partitions: {str(e).splitlines()[0] if not isinstance(e, ValidationError) else e.errors()[0]['msg']}", 2)
+    cfg = config_from_dict({"run_dir": str(storage.dirname(out.rstrip("/"))), "stages": ["ingest"],
+                            "sources": [{"name": "run", "paths": [run_dir]}]},
+                           base_dir=os.getcwd(), where="command line")
+    with ray_session(cfg.ray, address=address, log=_log):
+        run_stage(IndexStage(storage.join(run_dir, st.folder), conf), cfg, force=force, workers=workers,
+                  console=err_console, log=_log, out_dir=out.rstrip("/"))
+    print(out)
 
 
 @app.command("demo-data")
