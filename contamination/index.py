@@ -107,6 +107,15 @@ def partition_of(hashes: np.ndarray, partitions: int) -> np.ndarray:
     return np.zeros(len(hashes), np.int64) if bits == 0 else (hashes >> np.uint64(64 - bits)).astype(np.int64)
 
 
+def sorted_unique(a: np.ndarray) -> np.ndarray:
+    """The distinct values of a sorted array (np.unique hashes or sorts again: 10x slower)."""
+    if len(a) == 0:
+        return a
+    keep = np.ones(len(a), bool)
+    keep[1:] = a[1:] != a[:-1]
+    return a[keep]
+
+
 def _save(path: str, arr: np.ndarray) -> None:
     storage.write_array(path, np.ascontiguousarray(arr), npy=True)
 
@@ -273,21 +282,28 @@ class Index:
         self.stage_dir = m["source_stage"]["dir"]
         self.shards = storage.read_json(self.path("shards.json"))
         self._docs = None
+        self._groups: dict = {}
 
     def path(self, *parts) -> str:
         return stage_path(self.dir, self.manifest, *parts)
 
     def postings(self, size: int, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(hash, document, offset) of every occurrence of the given hashes (sorted, unique)."""
+        """(hash, document, offset) of every occurrence of the given hashes (sorted, unique), by hash."""
         hs, ds, os_ = [], [], []
-        part = partition_of(hashes, self.partitions)
-        for k in np.unique(part):
-            q = hashes[part == k]
-            keys = load_array(self.path(f"n{size}", f"p{int(k):04d}.hash.npy"))
-            lo, hi = np.searchsorted(keys, q, "left"), np.searchsorted(keys, q, "right")
-            n = hi - lo
-            if not n.sum():
+        bounds = prefix_bounds(hashes, self.partitions)
+        for k in range(self.partitions):
+            q = hashes[bounds[k]:bounds[k + 1]]
+            if not len(q):
                 continue
+            keys = load_array(self.path(f"n{size}", f"p{int(k):04d}.hash.npy"))
+            if not len(keys):
+                continue
+            lo = np.searchsorted(keys, q, "left")
+            hit = keys[np.minimum(lo, len(keys) - 1)] == q  # most benchmark n-grams are in no document
+            if not hit.any():
+                continue
+            q, lo = q[hit], lo[hit]
+            n = np.searchsorted(keys, q, "right") - lo
             ref = load_array(self.path(f"n{size}", f"p{int(k):04d}.ref.npy"))
             pos = np.repeat(lo - np.cumsum(np.append(0, n[:-1])), n) + np.arange(int(n.sum()))
             r = ref[pos]
@@ -316,15 +332,21 @@ class Index:
         return self._docs
 
     def text(self, doc: int) -> str:
-        """The text of one document, by its reference (one row group of one shard)."""
+        """The text of one document, by its reference (one row group of one shard; the last
+        few row groups read are kept, for dirty examples in the same documents)."""
         d = self.docs()
         s = self.shards[int(d["shard"][doc])]
-        pf = storage.parquet_file(storage.join(self.stage_dir, s["path"]))
+        path = storage.join(self.stage_dir, s["path"])
+        pf = storage.parquet_file(path)
         row, start = int(d["row"][doc]), 0
         for g in range(pf.metadata.num_row_groups):
             n = pf.metadata.row_group(g).num_rows
             if row < start + n:
-                return pf.read_row_group(g, columns=["text"])["text"][row - start].as_py()
+                if (path, g) not in self._groups:
+                    if len(self._groups) >= 8:
+                        self._groups.pop(next(iter(self._groups)))
+                    self._groups[(path, g)] = pf.read_row_group(g, columns=["text"])["text"]
+                return self._groups[(path, g)][row - start].as_py()
             start += n
         raise StageError(f"audit: row {row} is not in {s['path']} (the stage changed since the index was built)")
 
@@ -339,7 +361,7 @@ def index_matches(idx: Index, bench_index, snippet_chars: int, max_docs: int) ->
                          f"{', '.join(map(str, idx.sizes))}); rebuild it with those sizes")
     docs = idx.docs()
     # the training side: documents per benchmark 13-gram (the boilerplate rule)
-    q13 = np.unique(bench_index.tables[TRAIN_N][0])
+    q13 = sorted_unique(bench_index.tables[TRAIN_N][0])  # the tables are sorted by hash
     h, d, _ = idx.postings(TRAIN_N, q13)
     pairs = np.unique(np.stack([h, d.astype(np.uint64)], axis=1), axis=0) if len(h) else np.zeros((0, 2), np.uint64)
     uh, per = np.unique(pairs[:, 0], return_counts=True)
@@ -350,7 +372,7 @@ def index_matches(idx: Index, bench_index, snippet_chars: int, max_docs: int) ->
     cands = []  # (id, shard, batch, size, hash, doc, first offset in the doc)
     for size in benchmark_sizes(bench_index):
         keys, benches, examples = bench_index.tables[size]
-        h, d, o = idx.postings(size, np.unique(keys))
+        h, d, o = idx.postings(size, sorted_unique(keys))
         if not len(h):
             continue
         order = np.lexsort((o, d, gb[d], h))
