@@ -11,7 +11,14 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench import bench_decontam, bench_dedup, bench_ingest, bench_mix, bench_object_storage, bench_quality
+from bench import (
+    bench_decontam,
+    bench_dedup,
+    bench_ingest,
+    bench_mix,
+    bench_object_storage,
+    bench_quality,
+)
 
 
 def main() -> None:

@@ -188,3 +188,45 @@ def test_cli_against_and_update_index(dumps):
     m = json.loads((tmp / "run-d" / "20_dedup" / "_manifest.json").read_text())
     assert m["index"]["parts"] == [str(tmp / "run-b" / "20_dedup")] and m["against"][0]["documents"] > 0
     assert r.stdout.strip().endswith("20_dedup")
+
+
+def _new_docs_outcome(run: Path, prefix: str) -> dict[str, tuple]:
+    """id -> ("kept", dup_cluster) or ("rejected", reason, score) for the documents whose id
+    starts with ``prefix`` (one dump's)."""
+    st = committed(run / "20_dedup")
+    data, rej = read_shards(str(st / "data")), read_shards(str(st / "rejected"))
+    out = {i: ("kept", c) for i, c in zip(data["id"].to_pylist(), data["dup_cluster"].to_pylist()) if i.startswith(prefix)}
+    if rej is not None:
+        out.update({i: ("rejected", r, s) for i, r, s in zip(rej["id"].to_pylist(), rej["reason"].to_pylist(),
+                                                             rej["score"].to_pylist()) if i.startswith(prefix)})
+    return out
+
+
+def test_incremental_equals_deduplicating_the_union(dumps):
+    """A new batch deduplicated against an index gets what deduplicating the union gives it
+    (the indexed dump's documents first in keeper order: their ids sort first), with 1 and 2
+    workers, and for two batches in a row (the second against the first's extended index)."""
+    tmp, d = dumps
+    if not (tmp / "run-a" / "20_dedup" / "_manifest.json").exists():
+        _run(_cfg(tmp, "run-a", d["a"][0]))
+
+    def union(name: str, dumps: str) -> dict:
+        return _run(config_from_dict({"run_dir": str(tmp / name), "stages": ["ingest", "dedup"], "ingest": {"min_chars": 1},
+                                      "sources": [{"name": "web", "paths": [str(d[x][0]) for x in dumps]}]}))
+
+    union("union-ab", "ab")
+    m = union("union-abc", "abc")
+    assert m["counts"]["in"] == sum(len(x[1]) for x in d.values())
+    want_b = _new_docs_outcome(tmp / "union-ab", "b")
+    assert sum(v[0] == "rejected" for v in want_b.values()) >= 40
+    for workers in (1, 2):
+        c = _cfg(tmp, f"inc-b-w{workers}", d["b"][0], against=[str(tmp / "run-a")], update_index=True)
+        run_stage("ingest", c, log=_quiet, progress=False)
+        run_stage("dedup", c, workers=workers, log=_quiet, progress=False)
+        assert _new_docs_outcome(tmp / f"inc-b-w{workers}", "b") == want_b, workers
+    assert parquet_bytes(tmp / "inc-b-w1" / "20_dedup") == parquet_bytes(tmp / "inc-b-w2" / "20_dedup")
+    # the second batch, against the first batch's index (which extends A's): the union of all three
+    _run(_cfg(tmp, "inc-c", d["c"][0], against=[str(tmp / "inc-b-w2")]))
+    want_c = _new_docs_outcome(tmp / "union-abc", "c")
+    assert _new_docs_outcome(tmp / "inc-c", "c") == want_c
+    assert sum(v[0] == "rejected" for v in want_c.values()) == 12

@@ -255,6 +255,11 @@ def test_real_near_duplicate_sets_are_found(ray_local, shared_data, tmp_path):
         # punctuation inside a word is removed, not turned into a space)
         exact += sum(reason.get(i, "").startswith("exact_duplicate_of:") for i in ids) == len(ids) - 1
     assert exact >= 0.9 * len(groups)
+    text = {**{d["id"]: d["text"] for d in docs.values()}, **{d["id"]: d["text"] for d in bbc}}
+    sets = {i: set(shingle_strings(text[i])) for i in set(reason) | {r.split(":", 1)[1] for r in reason.values()} | need}
+    true = [(p["id_a"], p["id_b"]) for p in pairs if _jaccard(sets[p["id_a"]], sets[p["id_b"]]) >= 0.8]
+    precision_removed, resolution = _removal_and_resolution(tmp_path / "run" / "20_dedup", sets, true)
+    assert precision_removed == 1.0 and resolution >= 0.985 and len(true) >= 5, (precision_removed, resolution, len(true))
 
 
 def exact_pairs_at_least(sets: list[set], t: float) -> set[tuple[int, int]]:
@@ -333,7 +338,22 @@ def test_real_corpus_with_planted_edits_precision_and_recall(ray_local, shared_d
     # each other). Connected components alone gave 0.987 here (chains A-B-C joined end to end).
     assert recall >= 0.99 and precision >= 0.99, out
     assert min(false.values(), default=1.0) >= 0.7, out
-    _assert_keeper_verified(tmp_path / "run" / "20_dedup", {f"d{i:05d}": sets[i] for i in range(len(docs))}, m, 0.8)
+    by_id = {f"d{i:05d}": sets[i] for i in range(len(docs))}
+    _assert_keeper_verified(tmp_path / "run" / "20_dedup", by_id, m, 0.8)
+    precision_removed, resolution = _removal_and_resolution(tmp_path / "run" / "20_dedup", by_id,
+                                                            [(f"d{a:05d}", f"d{b:05d}") for a, b in truth])
+    assert precision_removed == 1.0 and resolution >= 0.985, (precision_removed, resolution)
+
+
+def _removal_and_resolution(stage: Path, sets: dict, true_pairs) -> tuple[float, float]:
+    """(removal precision: share of removed documents whose named kept partner has exact Jaccard
+    >= 0.8 with them; pair resolution: share of the true pairs with at least one copy removed)."""
+    rej = read_shards(str(committed(stage) / "rejected"))
+    removed = dict(zip(rej["id"].to_pylist(), rej["reason"].to_pylist())) if rej is not None else {}
+    ok = sum(_jaccard(sets[i], sets[r.split(":", 1)[1]]) >= 0.8 for i, r in removed.items())
+    true_pairs = list(true_pairs)
+    resolved = sum(a in removed or b in removed for a, b in true_pairs)
+    return ok / max(1, len(removed)), resolved / max(1, len(true_pairs))
 
 
 def _assert_keeper_verified(stage: Path, sets: dict[str, set], m: dict, t: float) -> None:
@@ -415,3 +435,7 @@ def test_stage_recall_by_band_and_no_low_pair_joined(ray_local, tmp_path):
     joined = [p for ms in by_cluster.values() for p in itertools.combinations(sorted(ms), 2)]
     assert sum(_jaccard(sh[a], sh[b]) < 0.7 for a, b in joined) < 0.01 * max(1, len(joined))
     assert m["edges"]["verified"] <= m["edges"]["candidates"]
+    by_id = {f"d{i:05d}": sh[i] for i in range(len(docs))}
+    true = [(f"d{a:05d}", f"d{b:05d}") for (a, b), j in exact.items() if j >= 0.8]
+    precision_removed, resolution = _removal_and_resolution(tmp_path / "run" / "20_dedup", by_id, true)
+    assert precision_removed == 1.0 and resolution >= 0.985, (precision_removed, resolution)
