@@ -89,27 +89,38 @@ def unique_edges(a: np.ndarray, b: np.ndarray, kind: np.ndarray | None = None):
 
 
 @numba.njit(cache=True)
+def _signature_estimate(sig, i, j):
+    """Share of equal signature values of rows i and j."""
+    same = 0
+    for k in range(sig.shape[1]):
+        if sig[i, k] == sig[j, k]:
+            same += 1
+    return same / sig.shape[1]
+
+
+@numba.njit(cache=True)
+def _jaccard_sorted(off, vals, i, j):
+    """Exact Jaccard of the sorted unique sets ``vals[off[i]:off[i + 1]]`` and ``...[j]`` (a merge)."""
+    x, xe, y, ye = off[i], off[i + 1], off[j], off[j + 1]
+    na, nb, inter = xe - x, ye - y, 0
+    while x < xe and y < ye:
+        if vals[x] == vals[y]:
+            inter += 1
+            x += 1
+            y += 1
+        elif vals[x] < vals[y]:
+            x += 1
+        else:
+            y += 1
+    union = na + nb - inter
+    return inter / union if union > 0 else 1.0
+
+
+@numba.njit(cache=True)
 def _verify(sig, off, vals, ia, ib, est, jac):
     for p in range(len(ia)):
-        i, j = ia[p], ib[p]
-        same = 0
-        for k in range(sig.shape[1]):
-            if sig[i, k] == sig[j, k]:
-                same += 1
-        est[p] = same / sig.shape[1]
-        x, xe, y, ye = off[i], off[i + 1], off[j], off[j + 1]
-        na, nb, inter = xe - x, ye - y, 0
-        while x < xe and y < ye:
-            if vals[x] == vals[y]:
-                inter += 1
-                x += 1
-                y += 1
-            elif vals[x] < vals[y]:
-                x += 1
-            else:
-                y += 1
-        union = na + nb - inter
-        jac[p] = inter / union if union > 0 else 1.0
+        est[p] = _signature_estimate(sig, ia[p], ib[p])
+        jac[p] = _jaccard_sorted(off, vals, ia[p], ib[p])
 
 
 def verify_pairs(sig: np.ndarray, offsets: np.ndarray, values: np.ndarray, ia: np.ndarray,
@@ -214,25 +225,7 @@ def exact_firsts(comp_starts: np.ndarray, exact: np.ndarray) -> np.ndarray:
 
 @numba.njit(cache=True)
 def _similarity(i, k, use_sig, sig, off, vals):
-    if use_sig:
-        same = 0
-        for x in range(sig.shape[1]):
-            if sig[i, x] == sig[k, x]:
-                same += 1
-        return same / sig.shape[1]
-    x, xe, y, ye = off[i], off[i + 1], off[k], off[k + 1]
-    na, nb, inter = xe - x, ye - y, 0
-    while x < xe and y < ye:
-        if vals[x] == vals[y]:
-            inter += 1
-            x += 1
-            y += 1
-        elif vals[x] < vals[y]:
-            x += 1
-        else:
-            y += 1
-    union = na + nb - inter
-    return inter / union if union > 0 else 1.0
+    return _signature_estimate(sig, i, k) if use_sig else _jaccard_sorted(off, vals, i, k)
 
 
 @numba.njit(cache=True)

@@ -283,17 +283,21 @@ def _with_stage(cfg, stage: str, where):
     return config_from_dict(data, where=str(where))
 
 
+def _run_through(cfg, name: str, force: bool, address: str | None, workers: int | None) -> None:
+    """The configured stages before ``name`` (skipped where finished), then it; print its folder."""
+    from .core.ray_runner import ray_session
+    from .runner import run_through, stage_dir
+
+    with ray_session(cfg.ray, address=address, log=_log):
+        run_through(cfg, name, force=force, workers=workers, console=err_console, log=_log)
+    print(stage_dir(cfg, name))
+
+
 def _stage_command(name: str):
     """``siftmix <stage> CONFIG``: the configured stages before it (skipped where finished), then it."""
 
     def command(config: ConfigArg, force: ForceOpt = False, address: AddressOpt = None, workers: WorkersOpt = None):
-        from .core.ray_runner import ray_session
-        from .runner import run_through, stage_dir
-
-        cfg = _with_stage(load_config(config), name, config)
-        with ray_session(cfg.ray, address=address, log=_log):
-            run_through(cfg, name, force=force, workers=workers, console=err_console, log=_log)
-        print(stage_dir(cfg, name))
+        _run_through(_with_stage(load_config(config), name, config), name, force, address, workers)
 
     command.__name__ = name
     command.__doc__ = registry.get(name).help
@@ -314,18 +318,13 @@ def dedup_command(
         "--update-index", help="this run's index extends the indexes it was deduplicated against "
                                "(dedup.update_index)")] = False,
 ):
-    from .core.ray_runner import ray_session
-    from .runner import run_through, stage_dir
-
     cfg = _with_stage(load_config(config), "dedup", config)
     if against or update_index:
         data = cfg.model_dump()
         data["dedup"]["against"] = [*data["dedup"]["against"], *(against or [])]
         data["dedup"]["update_index"] = data["dedup"]["update_index"] or update_index
         cfg = config_from_dict(data, base_dir=Path.cwd(), where=str(config))
-    with ray_session(cfg.ray, address=address, log=_log):
-        run_through(cfg, "dedup", force=force, workers=workers, console=err_console, log=_log)
-    print(stage_dir(cfg, "dedup"))
+    _run_through(cfg, "dedup", force, address, workers)
 
 
 dedup_command.__doc__ = registry.get("dedup").help + """
