@@ -26,7 +26,7 @@ demo: install
 	@echo ""
 	@echo "Demo run finished: runs/demo (manifests: runs/demo/*/_manifest.json)"
 	@echo "Run report: runs/demo/report.html"
-	@echo "Contamination report: runs/demo/30_decontam/audit.html"
+	@echo "Contamination report: $$($(BIN)/python -c 'from siftmix.pipeline.core.manifest import read_manifest, stage_path; print(stage_path("runs/demo/30_decontam", read_manifest("runs/demo/30_decontam"), "audit.html"))')"
 
 # After `make demo`: the README's Table C.1 example. lm-eval's dummy model (random answers, seeded)
 # over the demo benchmarks (configs/lm_eval: local JSONL, nothing from a hub), then the audit
