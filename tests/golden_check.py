@@ -10,7 +10,7 @@ The two runs (all five stages, 2 workers, a local Ray):
   Wikipedia excerpts) with the 14 benchmark sets, so decontam cuts real benchmark text.
 
 Hashed: every file under ``data/``, ``rejected/``, ``clusters/`` and the mix ``shards/``
-(.parquet, .bin, .idx.npy), each stage's ``audit.json`` (without timings), and each manifest's
+(.parquet, .bin, .idx), each stage's ``audit.json`` (without timings), and each manifest's
 ``counts`` (canonical JSON). Shard names are compared after :func:`canonical_name`, the
 project's shard naming rule (``<source>-<file#>-<part>.parquet`` whatever the stage; before it,
 every stage appended one ``-0000``): the mapping must be one to one, else the check fails.
@@ -80,7 +80,7 @@ def run_hashes(run_dir: Path) -> dict[str, str]:
                     if key in out:
                         raise SystemExit(f"golden: two files map to {key} (the naming rule is not one to one)")
                     out[key] = sha256(f)
-        audit = stage / "audit.json"
+        audit = stage / manifest.get("attempt", ".") / "audit.json"  # the committed attempt's
         if audit.exists():
             out[f"{stage.name}/audit.json"] = canonical_json(_drop_timings(json.loads(audit.read_text())))
     return out
