@@ -89,7 +89,10 @@ def batch_grams(texts, docs: np.ndarray, sizes: list[int]) -> dict[int, np.ndarr
 
 
 def sort_records(rec: np.ndarray) -> np.ndarray:
-    return rec[np.lexsort((rec["o"], rec["d"], rec["h"]))]
+    """Records sorted by (hash, document, offset). They come in (document, offset) order (a
+    shard's words in order; the runs of the shards in shard order, whose documents follow each
+    other), so a stable sort by hash alone is enough (a third of a 3-key lexsort's time)."""
+    return rec[np.argsort(rec["h"], kind="stable")]
 
 
 def prefix_bounds(hashes: np.ndarray, partitions: int) -> np.ndarray:
