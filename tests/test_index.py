@@ -153,6 +153,9 @@ def test_cli_index_build_and_audit(demo_reference, tmp_path):
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / "idx" / "_manifest.json").read_text())
     assert m["stage"] == "index" and m["source_stage"]["stage"] == "mix" and 16 <= m["index"]["bytes_per_ngram"] < 17
+    repeats = [r for p in sorted((committed(demo_reference / "40_mix") / "shards").glob("*.parquet"))
+               for r in pq.read_table(p, columns=["repeat"])["repeat"].to_pylist()]
+    assert m["index"]["documents"] == repeats.count(0) > 0 and len(repeats) > repeats.count(0)  # each piece once
     r = run_cli("audit", "-b", bench, "--index", tmp_path / "idx", "-o", tmp_path / "out")
     assert r.returncode == 0, r.stderr
     got = json.loads((committed(tmp_path / "out" / "30_audit") / "audit.json").read_text())
