@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
-from siftmix.pipeline.core.config import Strict, resolve_path
 from siftmix.pipeline.core import storage
+from siftmix.pipeline.core.config import Strict, resolve_path
 
 
 class FastTextConfig(Strict):

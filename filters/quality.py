@@ -15,8 +15,8 @@ import tempfile
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from siftmix.pipeline.core.hashing import hash01
 from siftmix.pipeline.core import storage
+from siftmix.pipeline.core.hashing import hash01
 from siftmix.pipeline.core.schema import DOC_SCHEMA, REJECTED_SCHEMA
 from siftmix.pipeline.core.shards import rejected_rows
 

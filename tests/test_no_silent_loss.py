@@ -7,14 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import zlib
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 import zstandard
+from conftest import SIFTMIX, committed
 from siftmix.pipeline.config import config_from_dict
 from siftmix.pipeline.core import storage
 from siftmix.pipeline.core.errors import ConfigError
@@ -23,8 +21,6 @@ from siftmix.pipeline.ingest.config import IngestConfig, SourceConfig
 from siftmix.pipeline.ingest.normalize import IngestTask
 from siftmix.pipeline.ingest.readers import expand_paths, read_jsonl, read_txt, read_warc, read_wet
 from siftmix.pipeline.ingest.stage import ingest_file
-
-from conftest import committed, SIFTMIX
 
 PROSE = "The river crossed the valley near the old mill and the village grew around it. " * 3
 SRC = SourceConfig.model_construct(name="web", paths=["x"], format="auto", text_field="text", id_field="id",

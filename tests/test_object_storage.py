@@ -22,7 +22,14 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 import yaml
-from conftest import SIFTMIX, S3Server, committed, committed_s3_files, run_outputs, write_demo_config
+from conftest import (
+    SIFTMIX,
+    S3Server,
+    committed,
+    committed_s3_files,
+    run_outputs,
+    write_demo_config,
+)
 
 
 def _local_tree(root: Path) -> Path:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import committed, REPO, demo_sources
+from conftest import REPO, committed, demo_sources
 
 #: folder -> the package it is installed as
 PACKAGES = {"pipeline/core": "siftmix.pipeline.core", "pipeline/ingest": "siftmix.pipeline.ingest",

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from siftmix.pipeline.core import storage
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from siftmix.pipeline.core import storage
 
 
 class Strict(BaseModel):

@@ -7,14 +7,21 @@ import json
 from collections.abc import Iterator
 
 import numpy as np
-import xxhash
 import pyarrow as pa
 import pyarrow.compute as pc
+import xxhash
 from siftmix.pipeline.core import storage
 from siftmix.pipeline.core.errors import InputError, StageError
 from siftmix.pipeline.core.schema import DOC_SCHEMA, RAW_SCHEMA
-from siftmix.pipeline.core.shards import (PARQUET_OPTIONS, Processed, ShardResult, ShardWorker, rejected_rows,
-                                         run_shard, summarize)
+from siftmix.pipeline.core.shards import (
+    PARQUET_OPTIONS,
+    Processed,
+    ShardResult,
+    ShardWorker,
+    rejected_rows,
+    run_shard,
+    summarize,
+)
 from siftmix.pipeline.core.stage import Stage, StageContext, reasons_text
 
 from .config import IngestConfig, SourceConfig
