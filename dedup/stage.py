@@ -424,8 +424,8 @@ def _share_sets(comp_starts: np.ndarray, exact: np.ndarray, has: np.ndarray) -> 
     return out
 
 
-def _sample_clusters(gids: np.ndarray, keeper_of: np.ndarray, ids: np.ndarray, src: np.ndarray, exact: np.ndarray,
-                     sim: np.ndarray, set_of: np.ndarray, off: np.ndarray, vals: np.ndarray, kp: KeeperParams) -> list[dict]:
+def _sample_clusters(gids: np.ndarray, keeper_of: np.ndarray, group_size: np.ndarray, ids: np.ndarray,
+                     src: np.ndarray, exact: np.ndarray, sim: np.ndarray, set_of: np.ndarray, off: np.ndarray, vals: np.ndarray, kp: KeeperParams) -> list[dict]:
     """The clusters (by keeper row) with the smallest ``hash01(seed, id)``: every pair of their
     (first ``SAMPLE_MEMBERS``) members checked exactly."""
     if not kp.sample or not len(gids):
@@ -436,13 +436,14 @@ def _sample_clusters(gids: np.ndarray, keeper_of: np.ndarray, ids: np.ndarray, s
     starts = np.searchsorted(keeper_of[members_of], gids[pick])
     out = []
     for g, hv, st in zip(gids[pick], h[pick], starts):
-        mem = members_of[st:st + int((keeper_of == g).sum())]  # keeper first (it precedes its duplicates)
+        size = int(group_size[g])
+        mem = members_of[st:st + size]  # keeper first (it precedes its duplicates)
         mem = mem[:SAMPLE_MEMBERS]
         jac = all_pair_jaccards(mem, set_of, off, vals)
         a, b = np.triu_indices(len(mem), 1)
         jac = np.where(exact[mem[a]] == exact[mem[b]], 1.0, jac)  # the same normalised text
         known = ~np.isnan(jac)
-        out.append({"h": float(hv), "cluster": str(ids[g]), "source": str(src[g]), "size": int((keeper_of == g).sum()),
+        out.append({"h": float(hv), "cluster": str(ids[g]), "source": str(src[g]), "size": size,
                     "pairs_checked": int(known.sum()), "pairs_at_least_threshold": int((jac[known] >= kp.threshold).sum()),
                     "min_jaccard": round(float(jac[known].min()), 4) if known.any() else None,
                     "members": [{"id": str(ids[i]), "jaccard_to_keeper": None if i == g else round(float(sim[i]), 4)}
@@ -474,7 +475,7 @@ def _keeper_task(task: Part, work: str, kp: KeeperParams, out_dir: str) -> dict:
     if kp.verify == "none":  # no similarity to verify with: every member duplicates its component's keeper
         first = np.repeat(comp_starts[:-1], np.diff(comp_starts))
         partner = np.where((first == np.arange(n)) | pinned, -1, first)
-        r = {"partner": partner, "sim": np.where(partner >= 0, np.nan, np.nan), "exact": exact == exact[first],
+        r = {"partner": partner, "sim": np.full(n, np.nan), "exact": exact == exact[first],
              "capped": np.zeros(n, bool)}
         r["sim"][r["exact"] & (partner >= 0)] = 1.0
         set_of = np.full(n, -1, np.int64)
@@ -520,7 +521,7 @@ def _keeper_task(task: Part, work: str, kp: KeeperParams, out_dir: str) -> dict:
     capped_comp = np.add.reduceat(r["capped"].astype(np.int64), comp_starts[:-1]) > 0 if n else np.zeros(0, bool)
     near = removed & ~r["exact"]
     bins = np.minimum((np.nan_to_num(sim[near]) * SIM_BINS).astype(np.int64), SIM_BINS - 1)
-    sample = _sample_clusters(np.flatnonzero(is_keeper), keeper_of, ids, src, exact, sim, set_of, off, vals, kp)
+    sample = _sample_clusters(np.flatnonzero(is_keeper), keeper_of, group_size, ids, src, exact, sim, set_of, off, vals, kp)
     return {"hist": {int(k): int(v) for k, v in Counter(size[is_keeper].tolist()).items()},
             "docs": int(in_cluster.sum()), "fuzzy_clusters": int(fuzzy),
             "components": int(len(comp_starts) - 1), "split_components": int((kept_per_comp > 1).sum()),

@@ -219,14 +219,8 @@ def quality_train(
 
 def _quality_run(config: Path, model: Path | None, scorer: str | None, force: bool, address: str | None,
                  workers: int | None, drop: bool) -> None:
-    from .core.ray_runner import ray_session
-    from .runner import run_through, stage_dir
-
     cfg = _quality_cfg(config, model, scorer)
-    stage = "quality" if drop else "quality_score"
-    with ray_session(cfg.ray, address=address, log=_log):
-        run_through(cfg, stage, force=force, workers=workers, console=err_console, log=_log)
-    print(stage_dir(cfg, stage))
+    _run_through(cfg, "quality" if drop else "quality_score", force, address, workers)
 
 
 @quality_app.command("filter")
