@@ -9,6 +9,15 @@ def test_optimal_params_equal_datasketch(threshold, num_perm):
     assert optimal_params(threshold, num_perm) == _optimal_param(threshold, num_perm, 0.5, 0.5)
 
 
+def test_optimal_params_equal_datasketch_grid():
+    """The fixed quadrature picks what datasketch's adaptive one picks, over a grid of settings."""
+    for threshold in np.round(np.arange(0.1, 0.95, 0.1), 2):
+        for num_perm in (32, 128):
+            for w in (0.5, 0.1):
+                got = optimal_params(float(threshold), num_perm, w, 1 - w)
+                assert got == _optimal_param(float(threshold), num_perm, w, 1 - w), (threshold, num_perm, w)
+
+
 def test_band_keys_equal_iff_bands_equal():
     rng = np.random.default_rng(0)
     sig = rng.integers(0, 2**32, (50, 128), dtype=np.uint64).astype(np.uint32)
