@@ -13,7 +13,6 @@ import numba
 import numpy as np
 from siftmix.pipeline.core.hashing import mix64_scalar as _mix64
 
-
 #: Gauss-Legendre nodes and weights: the two integrals of every (bands, rows) in one numpy pass
 #: (scipy's adaptive quad per pair took 0.45 s per run; equal choices on 285 settings, 36 of them in tests)
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(256)

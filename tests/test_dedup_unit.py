@@ -309,3 +309,21 @@ def test_lowercase_keeps_character_offsets():
     cps = [c for c in range(1, 0x30000) if not 0xD800 <= c <= 0xDFFF]
     text = pa.array([chr(c) for c in cps], pa.large_string())
     assert pc.all(pc.equal(pc.utf8_length(lowercase(text)), 1)).as_py()
+
+
+def test_scan_lowercases_as_arrow_does():
+    """The scan's lowercase table is Arrow's utf8_lower on every code point, and the words of a
+    text equal the words of its Arrow-lowercased copy (hashes, documents and spans)."""
+    import pyarrow.compute as pc
+    from siftmix.pipeline.core import text as T
+
+    cps = np.r_[np.arange(0x80, 0xD800), np.arange(0xE000, 0x110000)].astype(np.uint32)
+    low = pc.utf8_lower(pa.array([cps.tobytes().decode("utf-32-le")], pa.large_string()))[0].as_py()
+    arrow = np.frombuffer(low.encode("utf-32-le"), np.uint32)
+    ours = np.where(cps < len(T._LOWER), T._LOWER[np.minimum(cps, len(T._LOWER) - 1)], cps)
+    assert (ours == arrow).all()
+    # every code point as a word of its own (with a letter, so that punctuation stays a word too)
+    text = pa.array([" ".join(chr(c) + "Q" for c in cps[i:i + 20000]) for i in range(0, len(cps), 20000)], pa.large_string())
+    a, b = T.words(text), T.words(pc.utf8_lower(text))
+    assert len(a.hash) == len(cps) and (a.hash == b.hash).all() and (a.doc == b.doc).all()
+    assert (a.start == b.start).all() and (a.end == b.end).all()
