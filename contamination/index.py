@@ -30,9 +30,11 @@ data and batch size the audit equals the scan-based one (tested).
 from __future__ import annotations
 
 import io
+import threading
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field, field_validator
 from siftmix.pipeline.core import storage
 from siftmix.pipeline.core.config import Strict
@@ -43,9 +45,11 @@ from siftmix.pipeline.core.stage import Stage, StageContext
 from siftmix.pipeline.core.text import ngram_hashes, words
 
 from .appendix_c import TRAIN_N, benchmark_sizes, counts_for
-from .stage import DecontamStage
+from .config import DecontamConfig
+from .stage import DecontamStage, benchmark_side, write_audit
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: docs/<shard>.parquet carries the source
+MAX_OFFSET = 2**32 - 1  # character offsets are u32
 RUN_DTYPE = np.dtype([("h", "<u8"), ("d", "<u4"), ("o", "<u4")])
 REF_DTYPE = np.dtype([("d", "<u4"), ("o", "<u4")])
 
@@ -134,9 +138,10 @@ def load_array(path: str) -> np.ndarray:
 
 def _map_shard(shard: ShardRef, out: str, sizes: list[int], partitions: int, batch_rows: int) -> dict:
     pf = storage.parquet_file(shard.path)
-    cols = ["id", "text"] + (["repeat"] if "repeat" in pf.schema_arrow.names else [])
+    names = pf.schema_arrow.names
+    cols = ["id", "text"] + [c for c in ("source", "repeat") if c in names]
     parts: dict[int, list] = {s: [] for s in sizes}
-    ids, rows, batches, nbytes, row0, n_doc = [], [], [], 0, 0, 0
+    ids, sources, rows, batches, nbytes, row0, n_doc = [], [], [], [], 0, 0, 0
     for bno, batch in enumerate(pf.iter_batches(batch_size=batch_rows, columns=cols)):
         t = pa.Table.from_batches([batch])
         keep = np.ones(t.num_rows, bool)
@@ -145,11 +150,18 @@ def _map_shard(shard: ShardRef, out: str, sizes: list[int], partitions: int, bat
         sel = np.nonzero(keep)[0]
         texts = t["text"].combine_chunks().take(pa.array(sel, pa.int64()))
         nbytes += texts.nbytes
+        longest = pc.max(pc.utf8_length(texts)).as_py() if len(texts) else 0
+        if longest and longest > MAX_OFFSET:
+            i = int(np.argmax(pc.utf8_length(texts).to_numpy(zero_copy_only=False)))
+            raise StageError(f"index: document {t['id'][int(sel[i])].as_py()!r} in {shard.path} has {longest:,} "
+                             f"characters; the index's character offsets are u32 (at most {MAX_OFFSET:,})")
         local = np.full(t.num_rows, 0, np.uint32)
         local[sel] = np.arange(n_doc, n_doc + len(sel), dtype=np.uint32)
         for size, rec in batch_grams(texts, local[sel], sizes).items():
             parts[size].append(rec)
         ids.extend(t["id"].take(pa.array(sel, pa.int64())).to_pylist())
+        if "source" in cols:
+            sources.extend(t["source"].take(pa.array(sel, pa.int64())).to_pylist())
         rows.append(sel + row0)
         batches.append(np.full(len(sel), bno, np.int32))
         row0 += t.num_rows
@@ -161,7 +173,8 @@ def _map_shard(shard: ShardRef, out: str, sizes: list[int], partitions: int, bat
         bounds[size], counts[size] = prefix_bounds(rec["h"], partitions).tolist(), len(rec)
     docs = pa.table({"row": pa.array(np.concatenate(rows) if rows else np.zeros(0, np.int64), pa.int64()),
                      "batch": pa.array(np.concatenate(batches) if batches else np.zeros(0, np.int32), pa.int32()),
-                     "id": pa.array(ids, pa.string())})
+                     "id": pa.array(ids, pa.string()),
+                     "source": pa.array(sources if "source" in cols else [shard.source] * len(ids), pa.string())})
     storage.write_table(docs, storage.join(out, "docs", f"{shard.index:05d}.parquet"))
     return {"index": shard.index, "docs": n_doc, "rows": row0, "bounds": bounds, "counts": counts, "bytes": nbytes}
 
@@ -260,7 +273,8 @@ class IndexStage(Stage):
                           "text_bytes": text_bytes, "hash": "appendix C words, FNV-1a + polynomial (core.text)",
                           "layout": {"hash": "n<size>/p<prefix>.hash.npy (u64, sorted)",
                                      "ref": "n<size>/p<prefix>.ref.npy (doc u32, char offset u32)",
-                                     "docs": "docs/<shard>.parquet (row, batch, id)", "shards": "shards.json"}},
+                                     "docs": "docs/<shard>.parquet (row, batch, id, source)",
+                                     "shards": "shards.json"}},
                 "source_stage": {"dir": self.stage_dir, "stage": m.get("stage"),
                                  "output_fingerprint": m["output_fingerprint"]}}
 
@@ -273,7 +287,8 @@ class IndexStage(Stage):
 # --------------------------------------------------------------------------- reading an index
 
 class Index:
-    """A built index (its committed manifest), read lazily: partitions are memory-mapped."""
+    """A built index (its committed manifest), read lazily: partitions are memory-mapped on first
+    use and kept (read whole from object storage). Safe to share between threads (the service)."""
 
     def __init__(self, index_dir: str):
         self.dir = index_dir.rstrip("/")
@@ -282,13 +297,32 @@ class Index:
             raise StageError(f"audit: {index_dir} is not a finished index (run `siftmix index build` first)")
         self.manifest, self.info = m, m["index"]
         self.sizes, self.partitions = self.info["sizes"], self.info["partitions"]
+        self.batch_rows = int((m.get("config") or {}).get("index", {}).get("batch_rows", IndexConfig().batch_rows))
         self.stage_dir = m["source_stage"]["dir"]
         self.shards = storage.read_json(self.path("shards.json"))
         self._docs = None
         self._groups: dict = {}
+        self._arrays: dict = {}
+        self._lock = threading.Lock()
 
     def path(self, *parts) -> str:
         return stage_path(self.dir, self.manifest, *parts)
+
+    def _array(self, size: int, k: int, kind: str) -> np.ndarray:
+        key = (size, k, kind)
+        a = self._arrays.get(key)
+        if a is None:
+            a = load_array(self.path(f"n{size}", f"p{int(k):04d}.{kind}.npy"))
+            with self._lock:
+                a = self._arrays.setdefault(key, a)
+        return a
+
+    def open_all(self) -> None:
+        """Open (memory-map) every partition now, and read the documents table (a service's start-up)."""
+        for size in self.sizes:
+            for k in range(self.partitions):
+                self._array(size, k, "hash"), self._array(size, k, "ref")
+        self.docs()
 
     def postings(self, size: int, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(hash, document, offset) of every occurrence of the given hashes (sorted, unique), by hash."""
@@ -298,7 +332,7 @@ class Index:
             q = hashes[bounds[k]:bounds[k + 1]]
             if not len(q):
                 continue
-            keys = load_array(self.path(f"n{size}", f"p{int(k):04d}.hash.npy"))
+            keys = self._array(size, k, "hash")
             if not len(keys):
                 continue
             lo = np.searchsorted(keys, q, "left")
@@ -307,7 +341,7 @@ class Index:
                 continue
             q, lo = q[hit], lo[hit]
             n = np.searchsorted(keys, q, "right") - lo
-            ref = load_array(self.path(f"n{size}", f"p{int(k):04d}.ref.npy"))
+            ref = self._array(size, k, "ref")
             pos = np.repeat(lo - np.cumsum(np.append(0, n[:-1])), n) + np.arange(int(n.sum()))
             r = ref[pos]
             hs.append(np.repeat(q, n))
@@ -318,21 +352,34 @@ class Index:
         return np.concatenate(hs), np.concatenate(ds), np.concatenate(os_)
 
     def docs(self) -> dict:
-        """Per global document number: shard position, row, scan batch, id."""
+        """Per global document number: shard position, row, scan batch, id, source."""
         if self._docs is None:
-            shard, row, batch, ids = [], [], [], []
+            shard, row, batch, ids, sources = [], [], [], [], []
             for i, s in enumerate(self.shards):
                 t = storage.read_table(self.path("docs", f"{s['index']:05d}.parquet"))
                 shard.append(np.full(t.num_rows, i, np.int32))
                 row.append(t["row"].to_numpy())
                 batch.append(t["batch"].to_numpy())
                 ids.extend(t["id"].to_pylist())
+                src = t["source"].to_pylist() if "source" in t.column_names else [None] * t.num_rows
+                sources.extend(src)
+
             def cat(xs, dt):
                 return np.concatenate(xs) if xs else np.zeros(0, dt)
 
-            self._docs = {"shard": cat(shard, np.int32), "row": cat(row, np.int64), "batch": cat(batch, np.int32),
-                          "id": np.array(ids, dtype=object)}
+            docs = {"shard": cat(shard, np.int32), "row": cat(row, np.int64), "batch": cat(batch, np.int32),
+                    "id": np.array(ids, dtype=object), "source": np.array(sources, dtype=object)}
+            with self._lock:
+                if self._docs is None:
+                    self._docs = docs
         return self._docs
+
+    def ref(self, doc: int) -> dict:
+        """Where one document is: its id, source, shard (path in the indexed stage) and row."""
+        d = self.docs()
+        s = self.shards[int(d["shard"][doc])]
+        return {"doc": int(doc), "id": d["id"][doc], "source": d["source"][doc] or self.manifest["source_stage"]["stage"],
+                "shard": s["path"], "row": int(d["row"][doc])}
 
     def text(self, doc: int) -> str:
         """The text of one document, by its reference (one row group of one shard; the last
@@ -340,18 +387,32 @@ class Index:
         d = self.docs()
         s = self.shards[int(d["shard"][doc])]
         path = storage.join(self.stage_dir, s["path"])
-        pf = storage.parquet_file(path)
-        row, start = int(d["row"][doc]), 0
-        for g in range(pf.metadata.num_row_groups):
-            n = pf.metadata.row_group(g).num_rows
-            if row < start + n:
-                if (path, g) not in self._groups:
-                    if len(self._groups) >= 8:
-                        self._groups.pop(next(iter(self._groups)))
-                    self._groups[(path, g)] = pf.read_row_group(g, columns=["text"])["text"]
-                return self._groups[(path, g)][row - start].as_py()
-            start += n
+        row = int(d["row"][doc])
+        with self._lock:  # the row-group cache, shared by the service's threads
+            pf = storage.parquet_file(path)
+            start = 0
+            for g in range(pf.metadata.num_row_groups):
+                n = pf.metadata.row_group(g).num_rows
+                if row < start + n:
+                    if (path, g) not in self._groups:
+                        if len(self._groups) >= 8:
+                            self._groups.pop(next(iter(self._groups)))
+                        self._groups[(path, g)] = pf.read_row_group(g, columns=["text"])["text"]
+                    return self._groups[(path, g)][row - start].as_py()
+                start += n
         raise StageError(f"audit: row {row} is not in {s['path']} (the stage changed since the index was built)")
+
+    def snippet(self, doc: int, offset: int, size: int, chars: int) -> dict:
+        """The training text around the ``size``-gram at character ``offset`` of a document:
+        ``snippet`` (up to ``chars`` characters on each side) and the n-gram's ``span`` in it."""
+        src = self.text(doc)
+        w = words([src])
+        f = int(np.searchsorted(w.start, offset))
+        if f + size > len(w.start) or int(w.start[f]) != offset:
+            raise ValueError(f"no {size}-gram starts at character {offset} of document {doc}")
+        s, e = int(w.start[f]), int(w.end[f + size - 1])
+        a0, b0 = max(0, s - chars), min(len(src), e + chars)
+        return {"snippet": src[a0:b0], "span": [s - a0, e - a0]}
 
 
 def index_matches(idx: Index, bench_index, snippet_chars: int, max_docs: int) -> tuple[dict, dict]:
@@ -393,13 +454,27 @@ def index_matches(idx: Index, bench_index, snippet_chars: int, max_docs: int) ->
         best.setdefault(c[7], c)
     dirty = {}
     for key, (doc_id, _, _, size, hv, dv, ov, _) in best.items():
-        src = idx.text(dv)
-        w = words([src])
-        f = int(np.searchsorted(w.start, ov))
-        s, e = int(w.start[f]), int(w.end[f + size - 1])
-        a0, b0 = max(0, s - snippet_chars), min(len(src), e + snippet_chars)
-        dirty[key] = {"hash": int(hv), "size": int(size), "doc": doc_id, "snippet": src[a0:b0], "span": [s - a0, e - a0]}
+        dirty[key] = {"hash": int(hv), "size": int(size), "doc": doc_id, **idx.snippet(dv, ov, size, snippet_chars)}
     return dirty, training
+
+
+def lookup(idx: Index, p: dict, d: DecontamConfig) -> dict:
+    """The benchmark side ``p`` (:func:`~.stage.benchmark_side`) against the index: ``p`` with the
+    dirty examples and the training side's counts, ready for :func:`~.stage.write_audit`."""
+    if d.batch_rows != idx.batch_rows:
+        raise StageError(f"audit: decontam.batch_rows is {d.batch_rows} but the index at {idx.dir} was built with "
+                         f"batch_rows {idx.batch_rows}; the audit by index equals the scan only with the same batch "
+                         f"(set decontam.batch_rows: {idx.batch_rows})")
+    dirty, training = index_matches(idx, p["index"], d.snippet_chars, d.max_docs)
+    return {**p, "dirty": dirty, "training": training, "rows": training["documents_in"]}
+
+
+def audit_by_index(idx: Index, benches: list, d: DecontamConfig, folder: str, seed: int = 0, log=None) -> dict:
+    """The whole audit of loaded benchmarks against a loaded index, written into ``folder``
+    (audit.json, .md, .html, clean/, dirty/); returns audit.json's dict. The same three steps
+    as :class:`IndexAuditStage` (benchmark side, lookup, reports); ``siftmix serve`` runs this."""
+    p = lookup(idx, benchmark_side(benches, d, "audit", log), d)
+    return write_audit(p, p["training"], d.model_dump(), seed, folder)
 
 
 class IndexAuditStage(DecontamStage):
@@ -425,11 +500,8 @@ class IndexAuditStage(DecontamStage):
 
     def prepare(self, ctx: StageContext) -> dict:
         p = self.load(ctx)
-        d = ctx.cfg.decontam
-        idx = self._index()
         with ctx.step("lookup"):
-            dirty, training = index_matches(idx, p["index"], d.snippet_chars, d.max_docs)
-        return {**p, "dirty": dirty, "training": training, "rows": training["documents_in"]}
+            return lookup(self._index(), p, ctx.cfg.decontam)
 
     def run(self, ctx: StageContext) -> dict:
         p = self.prepare(ctx)

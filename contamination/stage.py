@@ -107,27 +107,7 @@ class DecontamStage(ShardStage):
             raise StageError(f"{name}: {err}") from None
         if not benches:
             raise StageError(f"{name}: no benchmark files found in {', '.join(d.benchmarks)}")
-        seen: dict[str, str] = {}
-        for b in benches:  # a name is a benchmark's key in the reports, the scores and clean/<name>
-            if b.name in seen:
-                raise StageError(f"{name}: two benchmark files are both named {b.name!r}: {seen[b.name]} and {b.path}")
-            seen[b.name] = b.path
-        t0 = time.time()
-        index = NgramIndex.build(benches, d.min_n, short=d.short_examples)
-        index_s = time.time() - t0
-        index_bytes = sum(a.nbytes for t in index.tables.values() for a in t)
-        ctx.log(f"{name}: {len(benches)} benchmarks, {sum(len(b.texts) for b in benches):,} examples, "
-                f"{len(index.tables[13][0]):,} 13-grams indexed in {index_s:.1f}s ({index_bytes / 2**20:.1f} MiB)")
-        try:  # before any pass: a bad scores file fails at once
-            scores = read_scores(d.scores, benches, d.fields) if d.scores else None
-        except (ScoresError, OSError) as err:
-            raise StageError(f"{name}: {err}") from None
-        warnings = audit_warnings(benches, index, d.short_examples) + (scores.warnings if scores else [])
-        for w in warnings:
-            ctx.log(f"{name}: warning: {w['message']}")
-        return {"benches": benches, "index": index, "scores": scores, "warnings": warnings,
-                "index_info": {"build_s": round(index_s, 3), "bytes": int(index_bytes),
-                               "ngrams_13": int(len(index.tables[13][0]))}}
+        return benchmark_side(benches, d, name, ctx.log)
 
     def prepare(self, ctx: StageContext) -> dict:
         d = ctx.cfg.decontam
@@ -176,18 +156,8 @@ class DecontamStage(ShardStage):
                              "documents_dropped": sum(sum(r.rejected.values()) for r in results),
                              "collisions": sum(e["collisions"] for e in ex), "collisions_ignored": sum(e["ignored"] for e in ex),
                              "chars_in": chars_in, "chars_kept": chars_kept, "chars_removed": chars_rej})
-        benches = p["benches"]
-        dirty_sets: dict[str, set[int]] = {b.name: set() for b in benches}
-        for k in p["dirty"]:
-            bi, e = k.split(":")
-            dirty_sets[benches[int(bi)].name].add(int(e))
-        files = {b.name: write_subsets(b, dirty_sets[b.name], ctx.tmp) for b in benches}
-        scores = p["scores"]
-        table = table_c1(scores, dirty_sets, ctx.cfg.seed, order=[b.name for b in benches]) if scores else []
-        audit = build_audit(benches, p["index"], p["dirty"], training,
-                            {k: v for k, v in dcfg.items() if k != "batch_rows"}, warnings=p["warnings"], table=table,
-                            files=files, scores_files=scores.files if scores else [])
-        write_reports(audit, ctx.tmp)
+        audit = write_audit(p, training, dcfg, ctx.cfg.seed, ctx.tmp)
+        table = audit["table_c1"]
         n = ctx.upstream.kept if ctx.upstream else p["rows"]
         counts = summarize(results) if results else {"in": n, "kept": n, "rejected": 0}
         if results:
@@ -231,6 +201,51 @@ class DecontamStage(ShardStage):
                 + f'<table class="sortable">{BENCHMARK_HEAD}<tbody>{benchmark_rows(bs, key=self.name)}</tbody></table>'
                 + dirty_chart(bs, svg_id=f"{self.name}-dirty") + c1_html
                 + (f"<h3>Training side</h3><ul>{training}</ul>" if training else ""))
+
+
+def benchmark_side(benches: list, d: DecontamConfig, name: str = "audit", log=None) -> dict:
+    """The benchmark side of appendix C for loaded benchmarks: their n-gram index (each
+    benchmark's N), the scores and the warnings; what every audit (scan, index, service) starts from."""
+    log = log or (lambda _msg: None)
+    seen: dict[str, str] = {}
+    for b in benches:  # a name is a benchmark's key in the reports, the scores and clean/<name>
+        if b.name in seen:
+            raise StageError(f"{name}: two benchmark files are both named {b.name!r}: {seen[b.name]} and {b.path}")
+        seen[b.name] = b.path
+    t0 = time.time()
+    index = NgramIndex.build(benches, d.min_n, short=d.short_examples)
+    index_s = time.time() - t0
+    index_bytes = sum(a.nbytes for t in index.tables.values() for a in t)
+    log(f"{name}: {len(benches)} benchmarks, {sum(len(b.texts) for b in benches):,} examples, "
+        f"{len(index.tables[13][0]):,} 13-grams indexed in {index_s:.1f}s ({index_bytes / 2**20:.1f} MiB)")
+    try:  # before any pass: a bad scores file fails at once
+        scores = read_scores(d.scores, benches, d.fields) if d.scores else None
+    except (ScoresError, OSError) as err:
+        raise StageError(f"{name}: {err}") from None
+    warnings = audit_warnings(benches, index, d.short_examples) + (scores.warnings if scores else [])
+    for w in warnings:
+        log(f"{name}: warning: {w['message']}")
+    return {"benches": benches, "index": index, "scores": scores, "warnings": warnings,
+            "index_info": {"build_s": round(index_s, 3), "bytes": int(index_bytes),
+                           "ngrams_13": int(len(index.tables[13][0]))}}
+
+
+def write_audit(p: dict, training: dict, dcfg: dict, seed: int, folder: str) -> dict:
+    """audit.json, audit.md, audit.html and the clean/dirty subsets in ``folder`` from the dirty
+    examples an audit found (``p``: :func:`benchmark_side` plus ``dirty``); returns audit.json's dict."""
+    benches = p["benches"]
+    dirty_sets: dict[str, set[int]] = {b.name: set() for b in benches}
+    for k in p["dirty"]:
+        bi, e = k.split(":")
+        dirty_sets[benches[int(bi)].name].add(int(e))
+    files = {b.name: write_subsets(b, dirty_sets[b.name], folder) for b in benches}
+    scores = p["scores"]
+    table = table_c1(scores, dirty_sets, seed, order=[b.name for b in benches]) if scores else []
+    audit = build_audit(benches, p["index"], p["dirty"], training,
+                        {k: v for k, v in dcfg.items() if k != "batch_rows"}, warnings=p["warnings"], table=table,
+                        files=files, scores_files=scores.files if scores else [])
+    write_reports(audit, folder)
+    return audit
 
 
 def _count_rejected_in_part(counts: dict, results: list[ShardResult]) -> None:
