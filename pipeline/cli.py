@@ -466,6 +466,41 @@ def index_build(
     print(out)
 
 
+@app.command()
+@guarded
+def serve(
+    index: Annotated[str, typer.Argument(metavar="INDEX", help="a built index (siftmix index build; a path or URL)",
+                                         show_default=False)],
+    host: Annotated[str, typer.Option(help="address to bind (loopback unless told otherwise)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="port to listen on")] = 8000,
+    max_contains_bytes: Annotated[int, typer.Option(min=1, help="largest /v1/contains body (413 above)")] = 1 << 20,
+    max_audit_bytes: Annotated[int, typer.Option(min=1, help="largest /v1/audit body (413 above)")] = 64 << 20,
+):
+    """Serve a read-only contamination lookup over a built n-gram index (FastAPI + uvicorn).
+
+    `GET /` is a page to paste text into and see the 13-grams found in the training data;
+    `POST /v1/contains` {"text": ...} answers with the matching spans, training documents and
+    offsets; `POST /v1/audit?name=BENCH.jsonl` audits a benchmark file (the body) against the
+    index; `GET /v1/doc/N?offset=O` gives a training snippet; `GET /health`, `GET /v1/index`.
+
+    Examples:
+
+        siftmix serve runs/demo-index
+
+        curl -s localhost:8000/v1/contains -d '{"text": "..."}'
+    """
+    if not storage.exists(storage.join(index, "_manifest.json")) and not storage.exists(index):
+        _fail(f"INDEX: {index} does not exist", 2)
+    import uvicorn
+    from siftmix.contamination.serve import is_loopback, make_app
+
+    app_ = make_app(index, max_contains_bytes=max_contains_bytes, max_audit_bytes=max_audit_bytes)
+    if not is_loopback(host):
+        _log(f"warning: binding {host}: the service is reachable from other machines and has no authentication")
+    _log(f"serve: {index} at http://{host if ':' not in host else f'[{host}]'}:{port}/ (Ctrl-C stops)")
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
 @app.command("demo-data")
 @guarded
 def demo_data(
