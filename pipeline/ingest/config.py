@@ -78,7 +78,8 @@ class IngestConfig(Strict):
     html_extractor: Literal["resiliparse", "trafilatura"] = "resiliparse"
     main_content: bool = Field(True, description="WARC HTML: keep the main content only (drop navigation, footers)")
     keep_rejected_text: bool = Field(True, description="store the text of rejected documents in rejected/")
-    shard_max_bytes: int = Field(256 * 2**20, gt=0, description="roll over to a new output shard past this many text bytes")
+    shard_max_bytes: int = Field(64 * 2**20, gt=0, description="roll over to a new output shard past this many text bytes "
+                                 "(the later stages run a task per shard: smaller shards use more cores on few big files)")
     batch_rows: int = Field(4096, gt=0, description="documents per Arrow batch inside a task")
 
 
