@@ -9,6 +9,8 @@ rebuilding against the unchanged stage is skipped; the CLI builds the mix's inde
 import json
 import os
 import random
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
@@ -146,35 +148,44 @@ def test_index_audit_equals_scan_audit(ray_local, demo_reference, tmp_path):
         assert normalized_words(e["train_snippet"][e["train_span"][0]:e["train_span"][1]]) == normalized_words(e["ngram"])
 
 
+def _cli(*args):
+    """A siftmix command in this process (on the session's Ray: no Ray start per command)."""
+    from siftmix.pipeline.cli import app
+    from typer.testing import CliRunner
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
 @pytest.mark.integration
-def test_cli_index_build_and_audit(demo_reference, tmp_path):
+def test_cli_index_build_and_audit(ray_local, demo_reference, tmp_path):
     bench = json.loads((demo_reference / "30_decontam" / "_manifest.json").read_text())["config"]["decontam"]["benchmarks"][0]
-    r = run_cli("index", "build", demo_reference, "-o", tmp_path / "idx", "--sizes", "8-13", "--partitions", "4")
-    assert r.returncode == 0, r.stderr
+    r = _cli("index", "build", demo_reference, "-o", tmp_path / "idx", "--sizes", "8-13", "--partitions", "4")
+    assert r.exit_code == 0, r.stderr
     m = json.loads((tmp_path / "idx" / "_manifest.json").read_text())
     assert m["stage"] == "index" and m["source_stage"]["stage"] == "mix" and 16 <= m["index"]["bytes_per_ngram"] < 17
     repeats = [r for p in sorted((committed(demo_reference / "40_mix") / "shards").glob("*.parquet"))
                for r in pq.read_table(p, columns=["repeat"])["repeat"].to_pylist()]
     assert m["index"]["documents"] == repeats.count(0) > 0 and len(repeats) > repeats.count(0)  # each piece once
-    r = run_cli("audit", "-b", bench, "--index", tmp_path / "idx", "-o", tmp_path / "out")
-    assert r.returncode == 0, r.stderr
+    r = _cli("audit", "-b", bench, "--index", tmp_path / "idx", "-o", tmp_path / "out")
+    assert r.exit_code == 0, r.stderr
     got = json.loads((committed(tmp_path / "out" / "30_audit") / "audit.json").read_text())
-    r = run_cli("audit", "-i", demo_reference / "40_mix", "-b", bench, "-o", tmp_path / "scan")
-    assert r.returncode == 0, r.stderr
+    r = _cli("audit", "-i", demo_reference / "40_mix", "-b", bench, "-o", tmp_path / "scan")
+    assert r.exit_code == 0, r.stderr
     want = json.loads((committed(tmp_path / "scan" / "30_audit") / "audit.json").read_text())
     # the mix: the same dirty examples (the index counts each document once, the scan every repeat)
     assert [{e["id"] for e in x["dirty_examples"]} for x in got["benchmarks"]] == \
         [{e["id"] for e in x["dirty_examples"]} for x in want["benchmarks"]]
-    r = run_cli("audit", "-b", bench, "--index", demo_reference / "20_dedup", "-o", tmp_path / "out2")
-    assert r.returncode == 1 and [ln for ln in r.stderr.splitlines() if ln.startswith("error")] == \
+    r = _cli("audit", "-b", bench, "--index", demo_reference / "20_dedup", "-o", tmp_path / "out2")
+    assert r.exit_code == 1 and [ln for ln in r.stderr.splitlines() if ln.startswith("error")] == \
         [f"error: audit: {demo_reference / '20_dedup'} is not a finished index (run `siftmix index build` first)"]
-    r = run_cli("audit", "-b", bench, "--index", tmp_path / "nothing", "-o", tmp_path / "out2")
-    assert r.returncode == 2 and "does not exist" in r.stderr
+    r = _cli("audit", "-b", bench, "--index", tmp_path / "nothing", "-o", tmp_path / "out2")
+    assert r.exit_code == 2 and "does not exist" in r.stderr
 
 
 @pytest.mark.integration
-def test_index_on_s3(s3_server, demo_reference, tmp_path):
-    """RUN_DIR and INDEX on object storage: the same index audit as on disk."""
+def test_index_on_s3(ray_local, s3_server, demo_reference, tmp_path):
+    """RUN_DIR and INDEX on object storage (the real command, in one process: one Ray start for
+    both commands): the same index audit as on disk (in this process)."""
     from siftmix.pipeline.core import objstore, storage
 
     bench = json.loads((demo_reference / "30_decontam" / "_manifest.json").read_text())["config"]["decontam"]["benchmarks"][0]
@@ -188,12 +199,19 @@ def test_index_on_s3(s3_server, demo_reference, tmp_path):
         for k, v in old.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
         objstore._backends.clear()
-    for where, idx, out in ((s3_server.env, run + "-index", run + "-audit"), ({}, tmp_path / "idx", tmp_path / "out")):
-        src = run if where else demo_reference
-        r = run_cli("index", "build", src, "--stage", "dedup", "-o", idx, "--partitions", "2", env={**s3_server.env})
-        assert r.returncode == 0, r.stderr
-        r = run_cli("audit", "-b", bench, "--index", idx, "-o", out, env={**s3_server.env})
-        assert r.returncode == 0, r.stderr
+    commands = [["index", "build", run, "--stage", "dedup", "-o", run + "-index", "--partitions", "2"],
+                ["audit", "-b", bench, "--index", run + "-index", "-o", run + "-audit"]]
+    script = ("import json, sys\nfrom siftmix.pipeline.cli import app\nfrom siftmix.pipeline.config import RayConfig\n"
+              "from siftmix.pipeline.core.ray_runner import ray_session\n"
+              "with ray_session(RayConfig(num_cpus=2)):\n    for args in json.loads(sys.argv[1]):\n"
+              "        code = app(args, standalone_mode=False)\n        if code:\n            sys.exit(code)\n")
+    r = subprocess.run([sys.executable, "-c", script, json.dumps(commands)], capture_output=True, text=True,
+                       timeout=300, env={**os.environ, **s3_server.env})
+    assert r.returncode == 0, r.stderr
+    r = _cli("index", "build", demo_reference, "--stage", "dedup", "-o", tmp_path / "idx", "--partitions", "2")
+    assert r.exit_code == 0, r.stderr
+    r = _cli("audit", "-b", bench, "--index", tmp_path / "idx", "-o", tmp_path / "out")
+    assert r.exit_code == 0, r.stderr
     files = committed_s3_files(s3_server, run + "-audit")
     got = json.loads(files["30_audit/audit.json"])
     want = json.loads((committed(tmp_path / "out" / "30_audit") / "audit.json").read_text())
