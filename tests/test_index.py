@@ -228,3 +228,25 @@ def test_cli_index_usage_errors(tmp_path):
     assert r.returncode == 2 and "--stage" in r.stderr
     r = run_cli("audit", "-b", tmp_path, "--index", tmp_path)
     assert r.returncode == 2 and "--index needs" in r.stderr
+
+
+def test_offset_limit_and_batch_rows_are_checked(tmp_path, monkeypatch):
+    """A document longer than the u32 character offsets, and an index built with another scan
+    batch than decontam.batch_rows: one clear error each (the limit lowered to test it)."""
+    from types import SimpleNamespace
+
+    from siftmix.contamination import index as index_mod
+    from siftmix.contamination.config import DecontamConfig
+    from siftmix.pipeline.core.errors import StageError
+
+    p = tmp_path / "s.parquet"
+    pq.write_table(pa.table({"id": ["a", "b"], "text": ["short text", "a much longer text " * 10]}), p)
+    ref = ShardRef(path=str(p), name="s", source="t", index=0, size=p.stat().st_size)
+    monkeypatch.setattr(index_mod, "MAX_OFFSET", 100)
+    with pytest.raises(StageError, match=r"document 'b' in .*s\.parquet has 190 characters; the index.s character offsets are u32 \(at most 100\)"):
+        _map_shard(ref, str(tmp_path / "idx"), [13], 1, 2048)
+    monkeypatch.setattr(index_mod, "MAX_OFFSET", 2**32 - 1)
+    assert _map_shard(ref, str(tmp_path / "idx"), [13], 1, 2048)["docs"] == 2
+    idx = SimpleNamespace(batch_rows=1024, dir="INDEX")
+    with pytest.raises(StageError, match="decontam.batch_rows is 2048 but the index at INDEX was built with batch_rows 1024"):
+        index_mod.lookup(idx, {}, DecontamConfig())
