@@ -14,6 +14,7 @@ import time
 from bench import (
     bench_decontam,
     bench_dedup,
+    bench_index,
     bench_ingest,
     bench_mix,
     bench_object_storage,
@@ -34,6 +35,8 @@ def main() -> None:
     quality = {} if args.quick else bench_quality.main([])
     objstore = bench_object_storage.main(["--size", "30MB", "--repeat", "1", "--name", "object_storage-quick"]
                                          if args.quick else [])
+    index = bench_index.main(["--size", "30MB", "--repeat", "1", "--requests", "50", "--name", "index-quick"]
+                             if args.quick else [])
     print("\nsummary (overhead = siftmix time / bare loop time, per core)")
     for fmt, r in ingest["formats"].items():
         print(f"  ingest {fmt:5s}: bare {r['bare_loop_mb_s_per_core']:7.1f} MB/s/core, siftmix stage "
@@ -69,6 +72,12 @@ def main() -> None:
     print(f"  object storage (local moto S3): ingest reading S3 {o['ratio_s3_read_vs_disk']}x the disk time, "
           f"reading and writing S3 {o['ratio_s3_read_and_write_vs_disk']}x; commit per stage "
           + ", ".join(f"{k} {v['s3'] * 1000:.0f} ms" for k, v in objstore["commit_s_per_stage"].items()))
+    ix = index["index"]
+    print(f"  n-gram index: {ix['bytes_per_training_token']} bytes per training token, build "
+          f"{ix['build_mb_s_per_core']} MB/s/core; audit by index vs scan: command {index['audit']['speedup']}x, "
+          f"index loaded {index['audit_index_loaded']['speedup_vs_scan_command']}x, service "
+          f"{index['audit_service']['speedup_vs_scan_command']}x (target 50x); contains p50 "
+          f"{index['contains']['http_dirty']['p50_ms']} ms over HTTP (~1,000 dirty words)")
     print(f"done in {time.time() - t0:.0f}s")
 
 
