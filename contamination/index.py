@@ -469,12 +469,14 @@ def lookup(idx: Index, p: dict, d: DecontamConfig) -> dict:
     return {**p, "dirty": dirty, "training": training, "rows": training["documents_in"]}
 
 
-def audit_by_index(idx: Index, benches: list, d: DecontamConfig, folder: str, seed: int = 0, log=None) -> dict:
+def audit_by_index(idx: Index, benches: list, d: DecontamConfig, folder: str, seed: int = 0, log=None,
+                   subsets: bool = True) -> dict:
     """The whole audit of loaded benchmarks against a loaded index, written into ``folder``
-    (audit.json, .md, .html, clean/, dirty/); returns audit.json's dict. The same three steps
-    as :class:`IndexAuditStage` (benchmark side, lookup, reports); ``siftmix serve`` runs this."""
+    (audit.json, .md, .html, and with ``subsets`` clean/, dirty/); returns audit.json's dict. The
+    same three steps as :class:`IndexAuditStage` (benchmark side, lookup, reports); ``siftmix
+    serve`` runs this."""
     p = lookup(idx, benchmark_side(benches, d, "audit", log), d)
-    return write_audit(p, p["training"], d.model_dump(), seed, folder)
+    return write_audit(p, p["training"], d.model_dump(), seed, folder, subsets=subsets)
 
 
 class IndexAuditStage(DecontamStage):

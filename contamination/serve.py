@@ -134,7 +134,7 @@ def audit_file(idx: Index, body: bytes, name: str, fmt: str = "json", cfg: Decon
         if not bench.texts:
             raise RequestError(400, f"{base}: no examples")
         try:
-            audit_by_index(idx, [bench], cfg, os.path.join(tmp, "out"))
+            audit_by_index(idx, [bench], cfg, os.path.join(tmp, "out"), subsets=False)  # a report is the answer
         except StageError as e:
             raise RequestError(400, str(e)) from None
         with open(os.path.join(tmp, "out", f"audit.{fmt}"), "rb") as fh:

@@ -19,7 +19,7 @@ from siftmix.pipeline.core.shards import Processed, ShardRef, ShardResult, Shard
 from siftmix.pipeline.core.stage import ShardStage, StageContext
 
 from .appendix_c import NgramIndex
-from .benchmarks import BenchmarkError, benchmark_files, load_benchmarks, write_subsets
+from .benchmarks import BenchmarkError, benchmark_files, load_benchmarks, suffix_of, write_subsets
 from .config import DecontamConfig
 from .report import (
     BENCHMARK_HEAD,
@@ -230,15 +230,20 @@ def benchmark_side(benches: list, d: DecontamConfig, name: str = "audit", log=No
                            "ngrams_13": int(len(index.tables[13][0]))}}
 
 
-def write_audit(p: dict, training: dict, dcfg: dict, seed: int, folder: str) -> dict:
+def write_audit(p: dict, training: dict, dcfg: dict, seed: int, folder: str, subsets: bool = True) -> dict:
     """audit.json, audit.md, audit.html and the clean/dirty subsets in ``folder`` from the dirty
-    examples an audit found (``p``: :func:`benchmark_side` plus ``dirty``); returns audit.json's dict."""
+    examples an audit found (``p``: :func:`benchmark_side` plus ``dirty``); returns audit.json's dict.
+    ``subsets=False`` (the service, which answers with a report only): the subsets are named in the
+    report but not written (writing them is half of an audit's time against an index)."""
     benches = p["benches"]
     dirty_sets: dict[str, set[int]] = {b.name: set() for b in benches}
     for k in p["dirty"]:
         bi, e = k.split(":")
         dirty_sets[benches[int(bi)].name].add(int(e))
-    files = {b.name: write_subsets(b, dirty_sets[b.name], folder) for b in benches}
+    # the names write_subsets gives (tests/test_serve.py: the service's audit.json equals the scan's byte for byte)
+    files = {b.name: write_subsets(b, dirty_sets[b.name], folder) if subsets else
+             {"clean": f"clean/{b.name}{suffix_of(b.path)}", "clean_ids": f"clean/{b.name}.ids",
+              "dirty_ids": f"dirty/{b.name}.ids"} for b in benches}
     scores = p["scores"]
     table = table_c1(scores, dirty_sets, seed, order=[b.name for b in benches]) if scores else []
     audit = build_audit(benches, p["index"], p["dirty"], training,
