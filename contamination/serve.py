@@ -4,10 +4,12 @@
 - ``GET /``: a self-contained page (inline CSS and JS, a Content-Security-Policy that allows
   nothing else): paste text, see the 13-grams found in the training data highlighted, each
   linking to its training snippet. Text is inserted with ``textContent`` only.
-- ``POST /v1/contains`` ``{"text": ..., "snippets": false, "max_docs": 10}``: every 13-gram
-  (appendix C words) of the text found in the index, with its character span in the text, the
-  training documents holding it (id, source, shard, row and the character offset there; the first
-  ``max_docs`` of them, with the total) and a link to each one's snippet; the merged spans to highlight.
+- ``POST /v1/contains`` ``{"text": ..., "snippets": false, "max_docs": 10, "max_matches": 10000}``:
+  every 13-gram (appendix C words) of the text found in the index (the first ``max_matches``
+  listed, all counted), with its character span in the text, the training documents holding it
+  (id, source, shard, row and the character offset there; the first ``max_docs`` of them, with
+  the number of occurrences) and a link to each one's snippet; the merged spans to highlight,
+  each with the link of its first match.
 - ``GET /v1/doc/{doc}?offset=&size=13&chars=200``: the training text around an n-gram.
 - ``POST /v1/audit?name=<file name>&format=json|html|md``: the body is one benchmark file in the
   format ``siftmix audit -b`` reads (JSONL; ``.json``/``.csv`` by the name's suffix); the answer is
@@ -64,13 +66,15 @@ def is_loopback(host: str) -> bool:
 
 # --------------------------------------------------------------------------- pure lookup logic
 
-def contains(idx: Index, text: str, max_docs: int = 10, snippets: bool = False, chars: int = 200) -> dict:
-    """Every 13-gram of ``text`` found in the index: its span in the text and its training
-    documents (the first ``max_docs`` by document number, and how many there are)."""
+def contains(idx: Index, text: str, max_docs: int = 10, snippets: bool = False, chars: int = 200,
+             max_matches: int = 10_000) -> dict:
+    """Every 13-gram of ``text`` found in the index (the first ``max_matches`` listed): its span in
+    the text and its training documents (the first ``max_docs`` by document number, and how many
+    occurrences there are)."""
     w = words([text])
     h, first = ngram_hashes(w, TRAIN_N)
     out = {"words": int(len(w.start)), "ngrams": int(len(h)), "n": TRAIN_N, "matched_ngrams": 0, "documents": 0,
-           "matches": [], "spans": []}
+           "matches": [], "truncated": False, "spans": []}
     if not len(h):
         return out
     ph, pd, po = idx.postings(TRAIN_N, np.unique(h))  # by hash, then document, then offset
@@ -82,7 +86,9 @@ def contains(idx: Index, text: str, max_docs: int = 10, snippets: bool = False, 
     starts, ends = w.start[first[pos]].astype(np.int64), w.end[first[pos] + TRAIN_N - 1].astype(np.int64)
     cache: dict = {}
     matches = []
-    for s, e, hv, a, c in zip(starts.tolist(), ends.tolist(), hit[j].tolist(), at[j].tolist(), n[j].tolist()):
+    listed = slice(0, max_matches)
+    for s, e, hv, a, c in zip(starts[listed].tolist(), ends[listed].tolist(), hit[j][listed].tolist(),
+                              at[j][listed].tolist(), n[j][listed].tolist()):
         docs = []
         for d, o in zip(pd[a:a + min(c, max_docs)].tolist(), po[a:a + min(c, max_docs)].tolist()):
             ref = {**idx.ref(d), "offset": o, "url": f"/v1/doc/{d}?offset={o}&size={TRAIN_N}"}
@@ -98,8 +104,12 @@ def contains(idx: Index, text: str, max_docs: int = 10, snippets: bool = False, 
     new[1:] = starts[1:] > np.maximum.accumulate(ends)[:-1]
     first_m = np.nonzero(new)[0]
     span_end = np.maximum.reduceat(ends, first_m)
-    out.update(matched_ngrams=len(matches), documents=int(len(np.unique(pd))), matches=matches,
-               spans=[{"start": int(starts[m]), "end": int(e), "match": int(m)} for m, e in zip(first_m, span_end)])
+    first_doc, first_off = pd[at[j[first_m]]].tolist(), po[at[j[first_m]]].tolist()
+    out.update(matched_ngrams=len(pos), documents=int(len(np.unique(pd))), matches=matches,
+               truncated=len(pos) > len(matches),
+               spans=[{"start": int(starts[m]), "end": int(e), "match": int(m),
+                       "url": f"/v1/doc/{d}?offset={o}&size={TRAIN_N}"}
+                      for m, e, d, o in zip(first_m.tolist(), span_end.tolist(), first_doc, first_off)])
     return out
 
 
@@ -116,6 +126,8 @@ def doc_snippet(idx: Index, doc: int, offset: int, size: int, chars: int) -> dic
 def audit_file(idx: Index, body: bytes, name: str, fmt: str = "json", cfg: DecontamConfig | None = None) -> bytes:
     """The audit of one benchmark file (its bytes, its file name) against the index: the bytes of
     audit.json, audit.html or audit.md."""
+    if any(not c.isprintable() for c in name):
+        raise RequestError(400, "audit: name has control characters")
     base = storage.basename(name.replace("\\", "/")) or "benchmark.jsonl"
     if not base.lower().endswith(SUFFIXES):
         base += ".jsonl"
@@ -172,11 +184,10 @@ function render(text, j) {
   let pos = 0;
   for (const sp of j.spans) {
     const m = document.createElement("mark"), a = document.createElement("a");
-    const doc = j.matches[sp.match].documents[0];
-    a.href = doc.url;
-    a.title = `training document ${doc.id}`;
+    a.href = sp.url;
+    a.title = "the training text holding this span";
     a.textContent = c.slice(sp.start, sp.end).join("");
-    a.addEventListener("click", (ev) => { ev.preventDefault(); showSnippet(doc.url); });
+    a.addEventListener("click", (ev) => { ev.preventDefault(); showSnippet(sp.url); });
     m.append(a);
     out.append(document.createTextNode(c.slice(pos, sp.start).join("")), m);
     pos = sp.end;
@@ -312,11 +323,13 @@ def make_app(index_dir: str, max_contains_bytes: int = MAX_CONTAINS_BYTES, max_a
         if not isinstance(text, str):
             raise RequestError(400, "contains: the field \"text\" (a string) is missing")
         max_docs, snippets = data.get("max_docs", 10), data.get("snippets", False)
-        if not isinstance(max_docs, int) or isinstance(max_docs, bool) or not 1 <= max_docs <= 1000:
-            raise RequestError(400, "contains: \"max_docs\" must be an integer from 1 to 1000")
+        max_matches = data.get("max_matches", 10_000)
+        for key, v, hi in (("max_docs", max_docs, 1000), ("max_matches", max_matches, 1_000_000)):
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= hi:
+                raise RequestError(400, f"contains: \"{key}\" must be an integer from 1 to {hi:,}")
         if not isinstance(snippets, bool):
             raise RequestError(400, "contains: \"snippets\" must be true or false")
-        res = await run_in_threadpool(contains, idx, text, max_docs, snippets)
+        res = await run_in_threadpool(contains, idx, text, max_docs, snippets, 200, max_matches)
         return JSONResponse(res, headers=nosniff)
 
     @app.get("/v1/doc/{doc}")

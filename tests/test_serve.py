@@ -126,6 +126,11 @@ def test_contains_equals_brute_force(served):
     assert r["ngrams"] == len(oracle_words(text)) - N + 1 and r["matched_ngrams"] == len(want)
     # two planted passages: two highlighted spans, each the passage's extent
     assert [(sp["start"], sp["end"]) for sp in r["spans"]] == [(want[0][0], want[12][1]), (want[13][0], want[-1][1])]
+    assert [sp["url"] for sp in r["spans"]] == [r["matches"][sp["match"]]["documents"][0]["url"] for sp in r["spans"]]
+    # max_matches bounds the matches listed, not the count nor the spans
+    _, _, short = _post_json(s.port, "/v1/contains", {"text": text, "max_matches": 3})
+    assert len(short["matches"]) == 3 and short["truncated"] and not r["truncated"]
+    assert short["matched_ngrams"] == len(want) and short["spans"] == r["spans"]
     texts = {i: (src, t) for i, src, t in s.docs}
     for m in r["matches"]:
         d = m["documents"][0]
@@ -173,6 +178,7 @@ def test_api_contract_and_bad_requests(served):
     assert '"text"' in one_line_error(400, "POST", "/v1/contains", b'{"text": 5}', js)
     assert "JSON object" in one_line_error(400, "POST", "/v1/contains", b'["abc"]', js)
     assert "max_docs" in one_line_error(400, "POST", "/v1/contains", b'{"text": "a", "max_docs": 0}', js)
+    assert "max_matches" in one_line_error(400, "POST", "/v1/contains", b'{"text": "a", "max_matches": "5"}', js)
     big = json.dumps({"text": "word " * 20_000}).encode()  # 100 KB > the 64 KiB limit given to make_app
     assert "limit is 65,536 bytes" in one_line_error(413, "POST", "/v1/contains", big, js)
     assert "over the limit" in one_line_error(413, "POST", "/v1/contains", big, js, chunked=True)
@@ -186,6 +192,7 @@ def test_api_contract_and_bad_requests(served):
     assert "empty" in one_line_error(400, "POST", "/v1/audit", b"")
     assert "line 2" in one_line_error(400, "POST", "/v1/audit?name=b.jsonl", b'{"text": "a b c"}\n{oops\n')
     assert "format" in one_line_error(400, "POST", "/v1/audit?format=xml", b'{"text": "a"}\n')
+    assert "control characters" in one_line_error(400, "POST", "/v1/audit?name=a%00b.jsonl", b'{"text": "a"}\n')
     assert "over the limit" in one_line_error(413, "POST", "/v1/audit", b"x" * ((1 << 20) + 1), chunked=True)
     status, headers, page = _request(s.port, "GET", "/")
     assert status == 200 and "default-src 'none'" in headers["content-security-policy"]
@@ -243,7 +250,7 @@ def test_page_in_headless_chromium(served):
         assert page.evaluate("document.getElementById('out').textContent") == text  # the text itself, unchanged
         assert page.evaluate("document.querySelectorAll('#out script, #out img').length") == 0  # never parsed as HTML
         hrefs = page.evaluate("Array.from(document.querySelectorAll('#out mark a')).map(a => a.getAttribute('href'))")
-        assert hrefs == [want["matches"][sp["match"]]["documents"][0]["url"] for sp in want["spans"]]
+        assert hrefs == [sp["url"] for sp in want["spans"]]
         page.evaluate("document.querySelector('#out mark a').click()")
         assert page.wait_for("document.querySelectorAll('#snippet mark').length") == 1
         ARTIFACTS.mkdir(exist_ok=True)
