@@ -13,6 +13,7 @@ import numba
 import numpy as np
 from siftmix.pipeline.core.hashing import mix64_scalar as _mix64
 
+
 def _integral(f, lo: float, hi: float, b: np.ndarray, r: np.ndarray) -> np.ndarray:
     """Gauss-Legendre quadrature (64 nodes) of f over [lo, hi] for every (bands, rows) in one numpy
     pass: scipy's adaptive quad per pair took 0.45 s per run; the choices equal datasketch's on

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 import pyarrow as pa
-from siftmix.pipeline.core.text import Words, ngram_hashes, words
+from siftmix.pipeline.core.text import NGRAM_PRIME, Words, ngram_hashes, words
 
 MERSENNE = np.uint64((1 << 61) - 1)
 MAX32 = np.uint64((1 << 32) - 1)
@@ -61,26 +61,70 @@ def shingle_hashes(text: pa.Array | list[str] | None, n: int = 5, w: Words | Non
 
 def shingle_sets(w: Words, n: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """Each document's set of 64-bit shingle hashes, for exact Jaccard: (values, offsets) with
-    the sorted unique hashes of document d in ``values[offsets[d]:offsets[d + 1]]``."""
-    h, first = ngram_hashes(w, n)
-    doc = w.doc[first].astype(np.int64)  # ascending: n-grams come in document order
-    starts = np.searchsorted(doc, np.arange(w.n_docs + 1))
-    out = np.empty_like(h)
+    the sorted unique hashes of document d in ``values[offsets[d]:offsets[d + 1]]``. The
+    shingle hashes are those of :func:`ngram_hashes` (the same polynomial), computed, sorted and
+    made unique per document in one compiled pass (no global sort)."""
+    doc_start = w.doc_start.astype(np.int64)
+    out = np.empty(max(0, len(w.hash) - (n - 1)), np.uint64)
     off = np.zeros(w.n_docs + 1, np.int64)
-    _sorted_unique_segments(h, starts, out, off)
+    _shingle_sets(w.hash, doc_start, n, out, off)
     return out[:off[-1]], off
 
 
 @numba.njit(cache=True)
-def _sorted_unique_segments(h, starts, out, off):
-    """Sort each document's hashes and drop repeats (one segment at a time: no global sort)."""
+def _radix_sort(a, tmp, cnt):
+    """Sort ``a`` (uint64) in place: LSD radix sort, 8 bits a pass, a pass skipped where every
+    value has the same digit (3x numba's np.sort on documents' shingles)."""
+    n = len(a)
+    src, dst = a, tmp
+    for shift in range(0, 64, 8):
+        sh = np.uint64(shift)
+        cnt[:] = 0
+        for i in range(n):
+            cnt[(src[i] >> sh) & np.uint64(255)] += 1
+        if cnt[(src[0] >> sh) & np.uint64(255)] == n:
+            continue
+        total = 0
+        for d in range(256):
+            c = cnt[d]
+            cnt[d] = total
+            total += c
+        for i in range(n):
+            d = (src[i] >> sh) & np.uint64(255)
+            dst[cnt[d]] = src[i]
+            cnt[d] += 1
+        src, dst = dst, src
+    if src is not a:
+        a[:] = src
+
+
+@numba.njit(cache=True)
+def _shingle_sets(word_hash, doc_start, n, out, off):
+    longest = 0
+    for d in range(len(doc_start) - 1):
+        longest = max(longest, doc_start[d + 1] - doc_start[d] - (n - 1))
+    seg = np.empty(max(longest, 0), np.uint64)
+    tmp = np.empty(max(longest, 0), np.uint64)
+    cnt = np.zeros(256, np.int64)
     k = 0
-    for d in range(len(starts) - 1):
-        seg = np.sort(h[starts[d]:starts[d + 1]])
-        for i in range(len(seg)):
-            if i == 0 or seg[i] != seg[i - 1]:
-                out[k] = seg[i]
-                k += 1
+    for d in range(len(doc_start) - 1):
+        first = doc_start[d]
+        m = doc_start[d + 1] - first - (n - 1)
+        if m > 0:
+            s = seg[:m]
+            for j in range(m):  # the n-gram polynomial of ngram_hashes
+                h = np.uint64(0)
+                for i in range(n):
+                    h = h * NGRAM_PRIME + word_hash[first + j + i]
+                s[j] = h
+            if m > 64:
+                _radix_sort(s, tmp[:m], cnt)
+            else:
+                s.sort()
+            for i in range(m):
+                if i == 0 or s[i] != s[i - 1]:
+                    out[k] = s[i]
+                    k += 1
         off[d + 1] = k
 
 

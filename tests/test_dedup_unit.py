@@ -327,3 +327,18 @@ def test_scan_lowercases_as_arrow_does():
     a, b = T.words(text), T.words(pc.utf8_lower(text))
     assert len(a.hash) == len(cps) and (a.hash == b.hash).all() and (a.doc == b.doc).all()
     assert (a.start == b.start).all() and (a.end == b.end).all()
+
+
+@given(st.lists(st.lists(st.sampled_from(["a", "b", "c", "d", "e", "f"]), max_size=120), max_size=6),
+       st.integers(1, 6))
+def test_shingle_sets_equal_sorted_unique_ngram_hashes(docs, n):
+    """The compiled per-document pass (n-grams, radix sort above 64 shingles, unique) equals numpy's
+    sort-unique of ngram_hashes per document."""
+    from siftmix.pipeline.core.text import ngram_hashes
+
+    w = words([" ".join(d) for d in docs])
+    vals, off = shingle_sets(w, n)
+    h, first = ngram_hashes(w, n)
+    doc = w.doc[first]
+    for d in range(len(docs)):
+        assert vals[off[d]:off[d + 1]].tolist() == np.unique(h[doc == d]).tolist()
