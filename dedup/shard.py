@@ -16,7 +16,7 @@ import xxhash
 from siftmix.pipeline.core import storage
 from siftmix.pipeline.core.hashing import mix64
 from siftmix.pipeline.core.shards import rejected_rows
-from siftmix.pipeline.core.text import words
+from siftmix.pipeline.core.text import single_array, words
 
 from .config import DedupConfig
 from .lsh import band_keys
@@ -63,11 +63,11 @@ def sign_table(t: pa.Table, shard: int, first_row: int, p: DedupConfig) -> tuple
     normalised-text hash; documents with fewer than ``ngram`` words have no shingles and take
     part in exact dedup only."""
     n = t.num_rows
-    text = t["text"].combine_chunks()
+    text = single_array(t["text"])
     w = words(text, spans=False)
     exact = doc_hashes(w)
     doc = doc_numbers(shard, first_row, n)
-    salt = source_salt(t["source"].combine_chunks(), p.scope)
+    salt = source_salt(single_array(t["source"]), p.scope)
     score = t["quality_score"] if "quality_score" in t.column_names else pa.nulls(n, pa.float32())
     meta = pa.table([pa.array(doc), t["id"], t["source"], score.cast(pa.float32()), pa.array(exact)], schema=META_SCHEMA)
     keys, bands, docs, ex = [], [], [], []
@@ -115,7 +115,7 @@ def read_rows(path: str, rows: np.ndarray, column: str = "text") -> pa.Array:
     groups = np.unique(np.searchsorted(bounds, rows, side="right") - 1)
     t = pf.read_row_groups(groups.tolist(), columns=[column])
     local = np.concatenate([np.arange(bounds[g], bounds[g + 1]) for g in groups]) if len(groups) else np.zeros(0, np.int64)
-    return t[column].take(pa.array(np.searchsorted(local, rows))).combine_chunks()
+    return single_array(t[column].take(pa.array(np.searchsorted(local, rows))))
 
 
 def gather_sets(prov: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
