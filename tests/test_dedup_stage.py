@@ -271,12 +271,14 @@ def exact_pairs_at_least(sets: list[set], t: float) -> set[tuple[int, int]]:
     for s in sets:
         for x in s:
             freq[x] += 1
+    # one global total order, rare first (ties in the dict's deterministic insertion order)
+    rank = {x: r for r, x in enumerate(sorted(freq, key=freq.__getitem__))}
     index = defaultdict(list)
     out = set()
     for i, s in enumerate(sets):
         if not s:
             continue
-        toks = sorted(s, key=lambda x: (freq[x], x))
+        toks = sorted(s, key=rank.__getitem__)
         prefix = toks[: len(s) - math.ceil(t * len(s) - 1e-9) + 1]
         cands = {j for x in prefix for j in index[x]}
         for j in cands:
@@ -299,7 +301,7 @@ def test_real_corpus_with_planted_edits_precision_and_recall(ray_local, shared_d
                 base.append(d["text"][:20_000])
     base = base[:8500]
     docs = list(base)
-    vocab = " ".join(base[:300]).split()
+    vocab = np.array(" ".join(base[:300]).split(), dtype=object)
     for i in rng.choice(len(base), 1500, replace=False):
         w = np.array(base[i].split(), dtype=object)
         rate = rng.choice([0.0, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.07])

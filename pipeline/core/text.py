@@ -12,6 +12,7 @@ per n-gram).
 
 from __future__ import annotations
 
+import functools
 import string
 from pathlib import Path
 
@@ -253,12 +254,14 @@ def normalized_words(text: str) -> list[str]:
     low = pc.utf8_lower(pa.array([text], pa.large_string()))[0].as_py()  # the same case table
     if len(low) != len(text):
         low = "".join(c.lower() if c.isascii() else c for c in text)
-    out = []
-    for tok in low.split():
-        w = "".join(c for c in tok if not is_punct(c))
-        if w:
-            out.append(w)
-    return out
+    return [w for w in low.translate(_punct_table()).split() if w]
+
+
+@functools.cache
+def _punct_table() -> dict[int, None]:
+    """str.translate's table deleting every character :func:`is_punct` names (all are below
+    U+3012); one dict lookup per character instead of a compiled call each."""
+    return {cp: None for cp in range(0x3012) if is_punct(chr(cp))}
 
 
 def word_hash(word: str) -> int:
