@@ -6,6 +6,7 @@ of the demo run's dedup stage; the audit against it equals the scan-based audit 
 rebuilding against the unchanged stage is skipped; the CLI builds the mix's index and audits it.
 """
 
+import contextlib
 import json
 import os
 import random
@@ -182,23 +183,35 @@ def test_cli_index_build_and_audit(ray_local, demo_reference, tmp_path):
     assert r.exit_code == 2 and "does not exist" in r.stderr
 
 
-@pytest.mark.integration
-def test_index_on_s3(ray_local, s3_server, demo_reference, tmp_path):
-    """RUN_DIR and INDEX on object storage (the real command, in one process: one Ray start for
-    both commands): the same index audit as on disk (in this process)."""
-    from siftmix.pipeline.core import objstore, storage
+@contextlib.contextmanager
+def _s3_env(s3_server):
+    """This process's storage calls go to the S3 server, for the block."""
+    from siftmix.pipeline.core import objstore
 
-    bench = json.loads((demo_reference / "30_decontam" / "_manifest.json").read_text())["config"]["decontam"]["benchmarks"][0]
-    run = s3_server.bucket("index-bucket") + "/run"
     old = {k: os.environ.get(k) for k in s3_server.env}
     os.environ.update(s3_server.env)
     objstore._backends.clear()
     try:
-        storage.copy(str(demo_reference / "20_dedup"), run + "/20_dedup")
+        yield
     finally:
         for k, v in old.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
         objstore._backends.clear()
+
+
+@pytest.mark.integration
+def test_index_on_s3(ray_local, s3_server, demo_reference, tmp_path):
+    """RUN_DIR and INDEX on object storage (the real command, in one process: one Ray start for
+    both commands): the same index audit as on disk (in this process); the service's lookups
+    and snippets from the index on S3 equal the disk's."""
+    from siftmix.contamination.index import Index
+    from siftmix.contamination.serve import contains, make_app
+    from siftmix.pipeline.core import storage
+
+    bench = json.loads((demo_reference / "30_decontam" / "_manifest.json").read_text())["config"]["decontam"]["benchmarks"][0]
+    run = s3_server.bucket("index-bucket") + "/run"
+    with _s3_env(s3_server):
+        storage.copy(str(demo_reference / "20_dedup"), run + "/20_dedup")
     commands = [["index", "build", run, "--stage", "dedup", "-o", run + "-index", "--partitions", "2"],
                 ["audit", "-b", bench, "--index", run + "-index", "-o", run + "-audit"]]
     script = ("import json, sys\nfrom siftmix.pipeline.cli import app\nfrom siftmix.pipeline.config import RayConfig\n"
@@ -217,6 +230,14 @@ def test_index_on_s3(ray_local, s3_server, demo_reference, tmp_path):
     want = json.loads((committed(tmp_path / "out" / "30_audit") / "audit.json").read_text())
     assert sum(b["dirty"] for b in got["benchmarks"]) > 0 and got == want
     assert json.loads(s3_server.objects("index-bucket", "run-index/_manifest.json")["run-index/_manifest.json"])["index"]["documents"] > 0
+    text = next(t for p in sorted((committed(demo_reference / "20_dedup") / "data").glob("*.parquet"))
+                for t in pq.read_table(p, columns=["text"])["text"].to_pylist() if len(t.split()) > 60)
+    passage = "clean words first " + " ".join(text.split()[10:40])
+    want = contains(Index(str(tmp_path / "idx")), passage, snippets=True)
+    with _s3_env(s3_server):
+        app = make_app(run + "-index")  # every partition read from S3 at start-up
+        got = contains(app.state.index, passage, snippets=True)
+    assert got["matched_ngrams"] == 30 - 12 and got == want
 
 
 def test_cli_index_usage_errors(tmp_path):
