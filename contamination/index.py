@@ -50,6 +50,10 @@ from .stage import DecontamStage, benchmark_side, write_audit
 
 INDEX_VERSION = 2  # 2: docs/<shard>.parquet carries the source
 MAX_OFFSET = 2**32 - 1  # character offsets are u32
+
+
+class StaleIndexError(StageError):
+    """The indexed stage changed (or is gone) since the index was built: its texts cannot be read by reference."""
 RUN_DTYPE = np.dtype([("h", "<u8"), ("d", "<u4"), ("o", "<u4")])
 REF_DTYPE = np.dtype([("d", "<u4"), ("o", "<u4")])
 
@@ -303,6 +307,7 @@ class Index:
         self._docs = None
         self._groups: dict = {}
         self._arrays: dict = {}
+        self._stage_ok = False
         self._lock = threading.Lock()
 
     def path(self, *parts) -> str:
@@ -381,25 +386,42 @@ class Index:
         return {"doc": int(doc), "id": d["id"][doc], "source": d["source"][doc] or self.manifest["source_stage"]["stage"],
                 "shard": s["path"], "row": int(d["row"][doc])}
 
+    def check_stage(self) -> None:
+        """The indexed stage is still the one the index was built from (its output fingerprint),
+        so that document references name the same rows; checked once, before the first text read."""
+        if self._stage_ok:
+            return
+        want = self.manifest["source_stage"]["output_fingerprint"]
+        m = read_manifest(self.stage_dir)
+        if m is None or m.get("output_fingerprint") != want:
+            now = "is gone" if m is None else f"has output fingerprint {m.get('output_fingerprint')}"
+            raise StaleIndexError(f"index: the indexed stage {self.stage_dir} {now}, not {want} as when the index at "
+                                  f"{self.dir} was built; rebuild the index (siftmix index build)")
+        self._stage_ok = True
+
     def text(self, doc: int) -> str:
         """The text of one document, by its reference (one row group of one shard; the last
         few row groups read are kept, for dirty examples in the same documents)."""
+        self.check_stage()
         d = self.docs()
         s = self.shards[int(d["shard"][doc])]
         path = storage.join(self.stage_dir, s["path"])
         row = int(d["row"][doc])
-        with self._lock:  # the row-group cache, shared by the service's threads
-            pf = storage.parquet_file(path)
-            start = 0
-            for g in range(pf.metadata.num_row_groups):
-                n = pf.metadata.row_group(g).num_rows
-                if row < start + n:
-                    if (path, g) not in self._groups:
-                        if len(self._groups) >= 8:
+        pf = storage.parquet_file(path)
+        start = 0
+        for g in range(pf.metadata.num_row_groups):
+            n = pf.metadata.row_group(g).num_rows
+            if row < start + n:
+                with self._lock:  # the row-group cache, shared by the service's threads
+                    col = self._groups.get((path, g))
+                if col is None:  # read outside the lock: other threads' reads go on
+                    col = pf.read_row_group(g, columns=["text"])["text"]
+                    with self._lock:
+                        while len(self._groups) >= 8:
                             self._groups.pop(next(iter(self._groups)))
-                        self._groups[(path, g)] = pf.read_row_group(g, columns=["text"])["text"]
-                    return self._groups[(path, g)][row - start].as_py()
-                start += n
+                        self._groups[(path, g)] = col
+                return col[row - start].as_py()
+            start += n
         raise StageError(f"audit: row {row} is not in {s['path']} (the stage changed since the index was built)")
 
     def snippet(self, doc: int, offset: int, size: int, chars: int) -> dict:

@@ -19,7 +19,8 @@
 - ``GET /health``, ``GET /v1/index`` (the manifest's index block, its source stage and config).
 
 Bodies over the limits (default 1 MB for contains, 64 MB for audit) get 413; bad JSON, missing
-fields and bad benchmark files get 400; every error is ``{"error": "<one line>"}``. The index is
+fields and bad benchmark files get 400; snippets (and audits, which show them) of an index whose
+stage changed since the build get 409; every error is ``{"error": "<one line>"}``. The index is
 loaded once (partitions memory-mapped) when the app is made.
 """
 
@@ -40,7 +41,7 @@ from siftmix.pipeline.core.text import ngram_hashes, words
 from .appendix_c import TRAIN_N
 from .benchmarks import BenchmarkError, benchmark_name, load_benchmark
 from .config import DecontamConfig
-from .index import Index, audit_by_index
+from .index import Index, StaleIndexError, audit_by_index
 
 MAX_CONTAINS_BYTES = 1 << 20
 MAX_AUDIT_BYTES = 64 << 20
@@ -120,6 +121,8 @@ def doc_snippet(idx: Index, doc: int, offset: int, size: int, chars: int) -> dic
         snip = idx.snippet(doc, offset, size, chars)
     except ValueError as e:
         raise RequestError(400, str(e)) from None
+    except StaleIndexError as e:
+        raise RequestError(409, str(e)) from None
     return {**idx.ref(doc), "offset": offset, "size": size, **snip}
 
 
@@ -147,6 +150,8 @@ def audit_file(idx: Index, body: bytes, name: str, fmt: str = "json", cfg: Decon
             raise RequestError(400, f"{base}: no examples")
         try:
             audit_by_index(idx, [bench], cfg, os.path.join(tmp, "out"), subsets=False)  # a report is the answer
+        except StaleIndexError as e:
+            raise RequestError(409, str(e)) from None
         except StageError as e:
             raise RequestError(400, str(e)) from None
         with open(os.path.join(tmp, "out", f"audit.{fmt}"), "rb") as fh:
@@ -250,13 +255,19 @@ def make_app(index_dir: str, max_contains_bytes: int = MAX_CONTAINS_BYTES, max_a
 
     idx = Index(index_dir)
     idx.open_all()
+    try:  # the lookups work without the indexed stage; the snippets need it unchanged
+        idx.check_stage()
+        stage_warning = None
+    except StaleIndexError as e:
+        stage_warning = f"{e}; lookups work, snippets answer 409"
     started = time.time()
     info = {"index": idx.info, "source_stage": idx.manifest["source_stage"], "config": idx.manifest.get("config"),
             "output_fingerprint": idx.manifest.get("output_fingerprint"), "dir": idx.dir,
-            "limits": {"contains_bytes": max_contains_bytes, "audit_bytes": max_audit_bytes}}
+            "limits": {"contains_bytes": max_contains_bytes, "audit_bytes": max_audit_bytes},
+            "stage_warning": stage_warning}
     html = page(info).encode()
     app = FastAPI(title="siftmix contamination lookup", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.index = idx
+    app.state.index, app.state.warning = idx, stage_warning
     nosniff = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
     def err(status: int, message: str) -> JSONResponse:
@@ -329,7 +340,10 @@ def make_app(index_dir: str, max_contains_bytes: int = MAX_CONTAINS_BYTES, max_a
                 raise RequestError(400, f"contains: \"{key}\" must be an integer from 1 to {hi:,}")
         if not isinstance(snippets, bool):
             raise RequestError(400, "contains: \"snippets\" must be true or false")
-        res = await run_in_threadpool(contains, idx, text, max_docs, snippets, 200, max_matches)
+        try:
+            res = await run_in_threadpool(contains, idx, text, max_docs, snippets, 200, max_matches)
+        except StaleIndexError as e:
+            raise RequestError(409, str(e)) from None
         return JSONResponse(res, headers=nosniff)
 
     @app.get("/v1/doc/{doc}")

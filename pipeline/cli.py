@@ -495,10 +495,19 @@ def serve(
     from siftmix.contamination.serve import is_loopback, make_app
 
     app_ = make_app(index, max_contains_bytes=max_contains_bytes, max_audit_bytes=max_audit_bytes)
+    if app_.state.warning:
+        _log(f"warning: {app_.state.warning}")
     if not is_loopback(host):
         _log(f"warning: binding {host}: the service is reachable from other machines and has no authentication")
+    import socket
+
+    try:  # bound here, so that a port in use is one line and exit 1 (uvicorn would exit 3)
+        sock = socket.create_server((host.strip("[]"), port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as e:
+        _fail(f"serve: cannot listen on {host}:{port}: {e.strerror or e}", 1)
+    port = sock.getsockname()[1]
     _log(f"serve: {index} at http://{host if ':' not in host else f'[{host}]'}:{port}/ (Ctrl-C stops)")
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app_, log_level="warning")).run(sockets=[sock])
 
 
 @app.command("demo-data")

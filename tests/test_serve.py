@@ -337,3 +337,50 @@ def test_cli_serve_warns_off_loopback(served):
         p.terminate()
         _, err = p.communicate(timeout=30)
     assert "warning: binding 0.0.0.0" in err
+
+
+def test_stale_index_answers_409(served, tmp_path):
+    """An index whose stage changed since the build: lookups still answer; snippets and audits
+    answer 409 with one line (document references would name other rows); the CLI warns."""
+    import shutil
+    import socket
+
+    from siftmix.contamination.index import StaleIndexError
+    from siftmix.contamination.serve import (
+        RequestError,
+        audit_file,
+        contains,
+        doc_snippet,
+        make_app,
+    )
+
+    stale = tmp_path / "index"
+    shutil.copytree(served.idx_dir, stale)
+    m = json.loads((stale / "_manifest.json").read_text())
+    m["source_stage"]["output_fingerprint"] = "0" * 16  # as if the stage had been rerun on other data
+    (stale / "_manifest.json").write_text(json.dumps(m))
+    app = make_app(str(stale))
+    assert "rebuild the index" in app.state.warning
+    idx, text = app.state.index, _planted(served)
+    assert contains(idx, text)["matched_ngrams"] == 13 + 4
+
+    def refused(call) -> tuple[int, str]:
+        try:
+            call()
+        except RequestError as e:  # what the routes answer
+            return e.status, e.message
+        except StaleIndexError as e:  # contains() itself; its route answers 409
+            return 409, str(e)
+        return 200, ""
+
+    for call in (lambda: doc_snippet(idx, 0, 0, N, 50), lambda: contains(idx, text, snippets=True),
+                 lambda: audit_file(idx, json.dumps({"text": text}).encode() + b"\n", "b.jsonl")):
+        status, msg = refused(call)
+        assert status == 409 and f"{served.stage_dir} has output fingerprint" in msg and "\n" not in msg
+    with socket.socket() as busy:  # the command warns at start-up, then cannot bind a port in use: exit 1
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = run_cli("serve", stale, "--port", port, timeout=120)
+    assert r.returncode == 1 and f"warning: index: the indexed stage {served.stage_dir} has output fingerprint" in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith(f"error: serve: cannot listen on 127.0.0.1:{port}")
