@@ -125,25 +125,57 @@ def renumber(doc: np.ndarray, offset: int) -> np.ndarray:
     return ((doc >> np.int64(32)) + np.int64(offset)) << np.int64(32) | (doc & ROW_MASK)
 
 
-def index_rows(parts: list[IndexPart], q: int, n_parts: int, keys: np.ndarray) -> pa.Table | None:
+#: rows per row group of the index's band files (sorted by key, with key statistics): a lookup
+#: reads only the groups whose key range holds a key of the new data
+BAND_GROUP_ROWS = 4096
+
+
+def key_groups(mins: np.ndarray, maxs: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Indices of the row groups (key ranges [mins[g], maxs[g]]) that hold at least one of
+    ``keys`` (sorted)."""
+    return np.flatnonzero(np.searchsorted(keys, mins, side="left") < np.searchsorted(keys, maxs, side="right"))
+
+
+def read_key_groups(path: str, keys: np.ndarray) -> tuple[pa.Table | None, int, int]:
+    """(the rows of the row groups of a band file whose key range holds one of ``keys`` (sorted),
+    the groups read, the groups in the file). A file without key statistics (an index written
+    before they were) is read whole."""
+    pf = storage.parquet_file(path)
+    md = pf.metadata
+    col = pf.schema_arrow.get_field_index("key")
+    stats = [md.row_group(g).column(col).statistics for g in range(md.num_row_groups)]
+    if not md.num_row_groups or any(st is None or not st.has_min_max for st in stats):
+        return pf.read(), md.num_row_groups, md.num_row_groups
+    groups = key_groups(np.array([st.min for st in stats], np.uint64), np.array([st.max for st in stats], np.uint64),
+                        keys)
+    return (pf.read_row_groups(groups.tolist()) if len(groups) else None), len(groups), md.num_row_groups
+
+
+def index_rows(parts: list[IndexPart], q: int, n_parts: int, keys: np.ndarray) -> tuple[pa.Table | None, int, int]:
     """The band rows of every part that partition ``q`` needs: keys present in ``keys`` (the
-    new data's, sorted unique), documents renumbered."""
-    out = []
+    new data's, sorted unique), documents renumbered; and (row groups read, row groups there):
+    only the groups whose key range holds a new key are read, so that a small batch against a
+    big index reads a little of it."""
+    out, read, there = [], 0, 0
     for part in parts:
         files, filt = part.band_files(q, n_parts)
-        files = [f for f in files if storage.exists(f)]
-        if not files:
-            continue
-        t = storage.read_tables(files)
-        k = t["key"].to_numpy()
-        hit = np.isin(k, keys, assume_unique=False)
-        if filt:
-            hit &= (k % np.uint64(n_parts)) == np.uint64(q)
-        if not hit.any():
-            continue
-        t = t.filter(pa.array(hit))
-        out.append(t.set_column(t.schema.get_field_index("doc"), "doc", pa.array(renumber(t["doc"].to_numpy(), part.offset))))
-    return pa.concat_tables(out) if out else None
+        for f in files:
+            if not storage.exists(f):
+                continue
+            t, n_read, n_groups = read_key_groups(f, keys)
+            read, there = read + n_read, there + n_groups
+            if t is None:
+                continue
+            k = t["key"].to_numpy()
+            hit = np.isin(k, keys, assume_unique=False)
+            if filt:
+                hit &= (k % np.uint64(n_parts)) == np.uint64(q)
+            if not hit.any():
+                continue
+            t = t.filter(pa.array(hit))
+            out.append(t.set_column(t.schema.get_field_index("doc"), "doc",
+                                    pa.array(renumber(t["doc"].to_numpy(), part.offset))))
+    return (pa.concat_tables(out) if out else None), read, there
 
 
 def survivors(doc: np.ndarray, removed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -67,7 +67,16 @@ from .cluster import (
     verify_pairs,
 )
 from .config import DedupConfig
-from .index import INDEX_BASE, MATCHING, IndexPart, index_rows, part_of, resolve_parts, survivors
+from .index import (
+    BAND_GROUP_ROWS,
+    INDEX_BASE,
+    MATCHING,
+    IndexPart,
+    index_rows,
+    part_of,
+    resolve_parts,
+    survivors,
+)
 from .minhash import shingle_sets
 from .shard import (
     BAND_SCHEMA,
@@ -234,10 +243,10 @@ def _bucket_task(task: Part, work: str, n_parts: int, max_bucket: int, parts: tu
     q = task.partition
     t = _read(_files(_p(work, "bands", f"p{q:05d}")))
     if t is None:
-        return {"exact": 0, "candidates_with_repeats": 0, "index_rows": 0}
-    n_index = 0
+        return {"exact": 0, "candidates_with_repeats": 0, "index_rows": 0, "index_groups": (0, 0)}
+    n_index, groups = 0, (0, 0)
     if parts:
-        idx = index_rows(list(parts), q, n_parts, np.unique(t["key"].to_numpy()))
+        idx, *groups = index_rows(list(parts), q, n_parts, np.unique(t["key"].to_numpy()))
         if idx is not None:
             n_index = idx.num_rows
             t = pa.concat_tables([t, idx.select(t.column_names).cast(t.schema)])
@@ -251,7 +260,8 @@ def _bucket_task(task: Part, work: str, n_parts: int, max_bucket: int, parts: tu
         _write(pa.table({"a": a[ex], "b": b[ex]}), _p(work, "edges", "exact", f"p{q:05d}.parquet"))
     cand = pa.table({"a": a[~ex], "b": b[~ex]})
     write_partitioned(cand, partition_of(a[~ex], n_parts), lambda r: _p(work, "cand", f"p{r:05d}"), f"from{q:05d}.parquet")
-    return {"exact": int(ex.sum()), "candidates_with_repeats": int((~ex).sum()), "index_rows": n_index}
+    return {"exact": int(ex.sum()), "candidates_with_repeats": int((~ex).sum()), "index_rows": n_index,
+            "index_groups": tuple(groups)}
 
 
 def _pairs_task(task: Part, work: str) -> dict:
@@ -568,7 +578,7 @@ def _index_bands_task(task: Part, work: str, out_dir: str) -> dict:
     t = t.filter(pa.array(keep))
     t = t.set_column(t.schema.get_field_index("doc"), "doc", pa.array(doc[keep])).sort_by("key")
     path = storage.join(out_dir, "index", "bands", f"p{q:05d}.parquet")
-    storage.write_table(t, path, **WORK_PARQUET)
+    storage.write_table(t, path, **{**WORK_PARQUET, "write_statistics": ["key"]}, row_group_size=BAND_GROUP_ROWS)
     return {"rows": int(t.num_rows), "bytes": int(t.nbytes)}
 
 
@@ -724,8 +734,10 @@ class DedupStage(ShardStage):
             res = list(ctx.map(_bucket_task, allp, label="buckets", fn_kwargs={"work": work, "n_parts": parts,
                                                                               "max_bucket": d.max_bucket, "parts": index}))
             edges["exact"] = sum(r["exact"] for r in res)
-            if index:
+            if index:  # the index's band rows joined, and its row groups read of those there
                 edges["index_rows_read"] = sum(r["index_rows"] for r in res)
+                edges["index_band_groups_read"] = sum(r["index_groups"][0] for r in res)
+                edges["index_band_groups"] = sum(r["index_groups"][1] for r in res)
             edges["candidates"] = sum(r["candidates"] for r in ctx.map(_pairs_task, allp, fn_kwargs={"work": work}))
         edge_files = _files(_p(work, "edges", "exact"))
         with ctx.step("verify"):

@@ -230,3 +230,34 @@ def test_incremental_equals_deduplicating_the_union(dumps):
     want_c = _new_docs_outcome(tmp / "union-abc", "c")
     assert _new_docs_outcome(tmp / "inc-c", "c") == want_c
     assert sum(v[0] == "rejected" for v in want_c.values()) == 12
+
+
+def test_index_band_lookup_reads_only_the_groups_holding_new_keys(tmp_path):
+    """A small batch reads a little of a big index: of a band file sorted by key (row groups
+    with key statistics, as the index writes them), only the groups whose key range holds a new
+    key are read, and the rows found equal those of a whole read. The top bit set tests the
+    statistics' unsigned order; an index without statistics (written before them) is read whole."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from siftmix.dedup.index import BAND_GROUP_ROWS, IndexPart, index_rows, read_key_groups
+
+    rng = np.random.default_rng(3)
+    n = 20 * BAND_GROUP_ROWS + 17
+    key = np.sort(rng.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True))
+    t = pa.table({"key": key, "band": np.zeros(n, np.int16), "doc": np.arange(n, dtype=np.int64), "exact": key})
+    root = tmp_path / "idx"
+    (root / "index" / "bands").mkdir(parents=True)
+    path = root / "index" / "bands" / "p00000.parquet"
+    pq.write_table(t, path, row_group_size=BAND_GROUP_ROWS, write_statistics=["key"], compression="none")
+    new = np.unique(np.r_[key[[5, 6, 9 * BAND_GROUP_ROWS + 1, n - 1]], rng.integers(0, 2**64 - 1, 3, dtype=np.uint64)])
+    got, read, there = read_key_groups(str(path), new)
+    assert there == 21 and read <= 3 + 3 and set(new[np.isin(new, key)].tolist()) <= set(got["key"].to_pylist())
+    part = IndexPart(str(root), str(root), 1, (), 0, "", n)
+    rows, read, there = index_rows([part], 0, 1, new)
+    want = t.filter(pa.array(np.isin(key, new)))
+    assert rows.sort_by("doc").equals(want.sort_by("doc")) and read <= 6 and there == 21
+    assert read_key_groups(str(path), key)[1] == 21  # every key: every group
+    assert read_key_groups(str(path), np.zeros(0, np.uint64))[0] is None
+    pq.write_table(t, path, row_group_size=BAND_GROUP_ROWS, write_statistics=False)  # an older index
+    got, read, there = read_key_groups(str(path), new)
+    assert read == there == 21 and got.num_rows == n
