@@ -342,3 +342,17 @@ def test_shingle_sets_equal_sorted_unique_ngram_hashes(docs, n):
     doc = w.doc[first]
     for d in range(len(docs)):
         assert vals[off[d]:off[d + 1]].tolist() == np.unique(h[doc == d]).tolist()
+
+
+def test_radix_sort_with_skipped_passes():
+    """The radix sort skips a pass where every value has the same byte there; with an odd number
+    of passes left the result is copied back from the scratch buffer."""
+    from siftmix.dedup.minhash import _radix_sort
+
+    rng = np.random.default_rng(0)
+    for mask in (0xFFFFFFFFFFFFFFFF, 0x00FFFFFFFFFFFFFF, 0x00FF00FF00FF00FF, 0x0F, 0xFF00000000000000, 0):
+        for n in (65, 1000):
+            a = rng.integers(0, 2**63, n, dtype=np.uint64) & np.uint64(mask)
+            b = a.copy()
+            _radix_sort(b, np.empty_like(b), np.zeros(256, np.int64))
+            assert np.array_equal(b, np.sort(a)), (hex(mask), n)
