@@ -187,12 +187,17 @@ def _ids_text(ids: list[str]) -> str:
     return "".join(i.replace("\r", "\\u000d").replace("\n", "\\u000a") + "\n" for i in ids)
 
 
+def subset_files(b: Benchmark) -> dict:
+    """The paths (relative) of a benchmark's subsets: ``clean/<name><suffix>`` (the clean examples,
+    in the input's format and fields), ``clean/<name>.ids`` and ``dirty/<name>.ids``."""
+    return {"clean": f"clean/{b.name}{suffix_of(b.path)}", "clean_ids": f"clean/{b.name}.ids",
+            "dirty_ids": f"dirty/{b.name}.ids"}
+
+
 def write_subsets(b: Benchmark, dirty: set[int], folder: str) -> dict:
-    """``clean/<name><suffix>`` (the clean examples, in the input's format and fields),
-    ``clean/<name>.ids`` and ``dirty/<name>.ids`` under ``folder``; returns their paths (relative)."""
+    """The subsets (:func:`subset_files`) under ``folder``; returns their paths (relative)."""
     keep = [i for i in range(len(b.ids)) if i not in dirty]
-    sfx = suffix_of(b.path)
-    files = {"clean": f"clean/{b.name}{sfx}", "clean_ids": f"clean/{b.name}.ids", "dirty_ids": f"dirty/{b.name}.ids"}
+    files = subset_files(b)
     storage.write_bytes(storage.join(folder, files["clean"]), subset_bytes(b.path, keep))
     storage.write_text(storage.join(folder, files["clean_ids"]), _ids_text([b.ids[i] for i in keep]))
     storage.write_text(storage.join(folder, files["dirty_ids"]), _ids_text([b.ids[i] for i in sorted(dirty)]))

@@ -19,7 +19,13 @@ from siftmix.pipeline.core.shards import Processed, ShardRef, ShardResult, Shard
 from siftmix.pipeline.core.stage import ShardStage, StageContext
 
 from .appendix_c import NgramIndex
-from .benchmarks import BenchmarkError, benchmark_files, load_benchmarks, suffix_of, write_subsets
+from .benchmarks import (
+    BenchmarkError,
+    benchmark_files,
+    load_benchmarks,
+    subset_files,
+    write_subsets,
+)
 from .config import DecontamConfig
 from .report import (
     BENCHMARK_HEAD,
@@ -240,10 +246,7 @@ def write_audit(p: dict, training: dict, dcfg: dict, seed: int, folder: str, sub
     for k in p["dirty"]:
         bi, e = k.split(":")
         dirty_sets[benches[int(bi)].name].add(int(e))
-    # the names write_subsets gives (tests/test_serve.py: the service's audit.json equals the scan's byte for byte)
-    files = {b.name: write_subsets(b, dirty_sets[b.name], folder) if subsets else
-             {"clean": f"clean/{b.name}{suffix_of(b.path)}", "clean_ids": f"clean/{b.name}.ids",
-              "dirty_ids": f"dirty/{b.name}.ids"} for b in benches}
+    files = {b.name: write_subsets(b, dirty_sets[b.name], folder) if subsets else subset_files(b) for b in benches}
     scores = p["scores"]
     table = table_c1(scores, dirty_sets, seed, order=[b.name for b in benches]) if scores else []
     audit = build_audit(benches, p["index"], p["dirty"], training,
