@@ -244,9 +244,9 @@ def _bucket_task(task: Part, work: str, n_parts: int, max_bucket: int, parts: tu
     t = _read(_files(_p(work, "bands", f"p{q:05d}")))
     if t is None:
         return {"exact": 0, "candidates_with_repeats": 0, "index_rows": 0, "index_groups": (0, 0)}
-    n_index, groups = 0, (0, 0)
+    n_index, groups_read, groups_there = 0, 0, 0
     if parts:
-        idx, *groups = index_rows(list(parts), q, n_parts, np.unique(t["key"].to_numpy()))
+        idx, groups_read, groups_there = index_rows(list(parts), q, n_parts, np.unique(t["key"].to_numpy()))
         if idx is not None:
             n_index = idx.num_rows
             t = pa.concat_tables([t, idx.select(t.column_names).cast(t.schema)])
@@ -261,7 +261,7 @@ def _bucket_task(task: Part, work: str, n_parts: int, max_bucket: int, parts: tu
     cand = pa.table({"a": a[~ex], "b": b[~ex]})
     write_partitioned(cand, partition_of(a[~ex], n_parts), lambda r: _p(work, "cand", f"p{r:05d}"), f"from{q:05d}.parquet")
     return {"exact": int(ex.sum()), "candidates_with_repeats": int((~ex).sum()), "index_rows": n_index,
-            "index_groups": tuple(groups)}
+            "index_groups": (groups_read, groups_there)}
 
 
 def _pairs_task(task: Part, work: str) -> dict:
